@@ -1,0 +1,217 @@
+"""Event wiring: the hot path from SQLAlchemy's pool to :class:`~exporter.stats.PoolStats`.
+
+Two kinds of hook feed the stats:
+
+* **Pool event listeners**, registered on the *engine* so that they survive
+  ``engine.dispose()`` (the new pool inherits the engine's dispatch): checkin and
+  detach end a checkout; invalidate, soft_invalidate, close and close_detached count
+  connection churn.
+* **Acquire-path wrappers** on the current pool object. No event fires before a
+  checkout waits, and a ``QueuePool limit ... reached`` ``TimeoutError`` fires none at
+  all, so ``pool.connect`` is wrapped to count pending callers, wait time, timeouts and
+  successful checkouts; ``pool._invoke_creator`` is wrapped to time new DBAPI
+  connections and count failed attempts. The engine's ``engine_disposed`` event
+  re-wraps the replacement pool.
+
+Every wrapper re-raises the app's exception untouched, and every piece of bookkeeping is
+guarded: an error in the exporter is reported (rate-limited) and never reaches the app.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from time import perf_counter
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+from sqlalchemy.pool import Pool
+
+from exporter import sites
+from exporter.logs import RateLimitedReporter
+from exporter.stats import PoolStats
+
+_MARK = "_pool_exporter_stats"
+_getframe = sys._getframe
+_walk = sites._walk
+
+try:
+    from threading import get_ident
+except ImportError:  # pragma: no cover
+    from _thread import get_ident
+
+
+def _wrap_connect(pool: Pool, stats: PoolStats, reporter: RateLimitedReporter) -> None:
+    original = pool.connect
+    lock = stats.lock
+    held = stats.held
+    wait = stats.wait
+
+    def connect() -> Any:
+        with lock:
+            stats.pending += 1
+        start = perf_counter()
+        try:
+            fairy = original()
+        except PoolTimeoutError:
+            elapsed = perf_counter() - start
+            with lock:
+                stats.pending -= 1
+                stats.checkout_timeouts += 1
+                wait.observe(elapsed)
+            raise
+        except BaseException:
+            with lock:
+                stats.pending -= 1
+            raise
+        now = perf_counter()
+        try:
+            # A re-entrant checkout (SingletonThreadPool) hands back a proxy that is
+            # already checked out: not a new checkout.
+            if fairy._counter == 1:
+                rec = fairy._connection_record
+                site = None
+                if stats.capture_sites:
+                    site = _walk(_getframe(1)) or sites.capture(2)
+                entry = (now, site, get_ident(), rec.fairy_ref)
+                with lock:
+                    stats.pending -= 1
+                    stats.checkouts += 1
+                    wait.observe(now - start)
+                    held[rec] = entry
+                    if len(held) > stats.peak:
+                        stats.peak = len(held)
+            else:
+                with lock:
+                    stats.pending -= 1
+        except Exception as exc:  # never let bookkeeping reach the app
+            reporter.report("checkout", exc)
+        return fairy
+
+    setattr(connect, _MARK, stats)
+    connect.__wrapped__ = original  # type: ignore[attr-defined]
+    pool.connect = connect  # type: ignore[method-assign]
+
+
+def _wrap_creator(pool: Pool, stats: PoolStats, reporter: RateLimitedReporter) -> None:
+    original = pool._invoke_creator
+    lock = stats.lock
+
+    def invoke_creator(rec: Any) -> Any:
+        start = perf_counter()
+        try:
+            connection = original(rec)
+        except BaseException:
+            with lock:
+                stats.connect_errors += 1
+            raise
+        elapsed = perf_counter() - start
+        with lock:
+            stats.connections_created += 1
+            stats.connect.observe(elapsed)
+        return connection
+
+    setattr(invoke_creator, _MARK, stats)
+    invoke_creator.__wrapped__ = original  # type: ignore[attr-defined]
+    pool._invoke_creator = invoke_creator
+
+
+def wrap_pool(pool: Pool, stats: PoolStats, reporter: RateLimitedReporter) -> None:
+    """Install the acquire-path wrappers on ``pool`` unless already there."""
+    if getattr(pool.connect, _MARK, None) is not stats:
+        _wrap_connect(pool, stats, reporter)
+    if getattr(pool._invoke_creator, _MARK, None) is not stats:
+        _wrap_creator(pool, stats, reporter)
+
+
+def unwrap_pool(pool: Pool) -> None:
+    """Remove the acquire-path wrappers from ``pool``, if present."""
+    for attr in ("connect", "_invoke_creator"):
+        fn = pool.__dict__.get(attr)
+        if fn is not None and getattr(fn, _MARK, None) is not None:
+            delattr(pool, attr)
+            if attr == "_invoke_creator":
+                # Restore the creator wrapper Pool.__init__ built.
+                pool._invoke_creator = fn.__wrapped__
+
+
+def _listeners(
+    stats: PoolStats, reporter: RateLimitedReporter
+) -> dict[str, Callable[..., None]]:
+    lock = stats.lock
+
+    def guarded(where: str, fn: Callable[..., None]) -> Callable[..., None]:
+        def listener(*args: Any) -> None:
+            try:
+                fn(*args)
+            except Exception as exc:
+                reporter.report(where, exc)
+
+        return listener
+
+    def on_checkin(dbapi_connection: Any, rec: Any) -> None:
+        stats.end_checkout(rec, perf_counter())
+
+    def on_detach(dbapi_connection: Any, rec: Any) -> None:
+        stats.end_checkout(rec, perf_counter())
+
+    def on_invalidate(dbapi_connection: Any, rec: Any, exc: Any) -> None:
+        with lock:
+            stats.invalidations_hard += 1
+
+    def on_soft_invalidate(dbapi_connection: Any, rec: Any, exc: Any) -> None:
+        with lock:
+            stats.invalidations_soft += 1
+
+    def on_close(dbapi_connection: Any, rec: Any) -> None:
+        with lock:
+            stats.connections_closed += 1
+
+    def on_close_detached(dbapi_connection: Any) -> None:
+        with lock:
+            stats.connections_closed += 1
+
+    return {
+        "checkin": guarded("checkin", on_checkin),
+        "detach": guarded("detach", on_detach),
+        "invalidate": guarded("invalidate", on_invalidate),
+        "soft_invalidate": guarded("soft_invalidate", on_soft_invalidate),
+        "close": guarded("close", on_close),
+        "close_detached": guarded("close_detached", on_close_detached),
+    }
+
+
+class Wiring:
+    """The listeners and wrappers attaching one :class:`PoolStats` to one engine."""
+
+    def __init__(self, engine: Engine, stats: PoolStats, reporter: RateLimitedReporter) -> None:
+        self.engine = engine
+        self.stats = stats
+        self.reporter = reporter
+        self._pool_listeners = _listeners(stats, reporter)
+
+        def on_disposed(disposed: Engine) -> None:
+            try:
+                wrap_pool(disposed.pool, stats, reporter)
+            except Exception as exc:
+                reporter.report("engine_disposed", exc)
+
+        self._on_disposed = on_disposed
+
+    def attach(self) -> None:
+        """Register the listeners on the engine and wrap its current pool."""
+        for name, fn in self._pool_listeners.items():
+            event.listen(self.engine, name, fn)
+        event.listen(self.engine, "engine_disposed", self._on_disposed)
+        wrap_pool(self.engine.pool, self.stats, self.reporter)
+
+    def detach(self) -> None:
+        """Remove every listener and wrapper; in-flight checkouts simply stop counting."""
+        for name, fn in self._pool_listeners.items():
+            if event.contains(self.engine, name, fn):
+                event.remove(self.engine, name, fn)
+        if event.contains(self.engine, "engine_disposed", self._on_disposed):
+            event.remove(self.engine, "engine_disposed", self._on_disposed)
+        unwrap_pool(self.engine.pool)

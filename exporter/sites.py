@@ -1,0 +1,104 @@
+"""Where a connection was checked out: the first stack frame that is the app's own code.
+
+A leak report is only useful if it names the line that took the connection. At checkout
+we walk up the stack past SQLAlchemy's and the exporter's frames and keep the code object
+and line number of the first frame outside them (two references, no string formatting);
+the text ``path/to/file.py:42 in handler`` is built only when someone reads it.
+
+Async engines run the pool inside a greenlet spawned by SQLAlchemy, whose stack ends at
+SQLAlchemy's ``greenlet_spawn``; the app's coroutine frames hang off the *parent*
+greenlet's suspended frame, so the walk continues there.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+from types import CodeType, FrameType
+
+import sqlalchemy
+
+_INTERNAL_DIRS = (
+    os.path.dirname(os.path.abspath(sqlalchemy.__file__)) + os.sep,
+    os.path.dirname(os.path.abspath(__file__)) + os.sep,
+    # asyncio and greenlet plumbing between an async caller and the pool is not the site
+    os.path.dirname(os.path.abspath(threading.__file__)) + os.sep + "asyncio" + os.sep,
+)
+
+# The demo's workload stands in for app code, although it ships inside the package.
+_APP_FILES = (os.path.join(os.path.dirname(os.path.abspath(__file__)), "demo.py"),)
+
+# code object -> "is internal"; code objects live as long as their functions, so the
+# cache stays as small as the set of call paths into the pool.
+_internal: dict[CodeType, bool] = {}
+
+try:  # greenlet is optional; without it async engines cannot run anyway
+    from greenlet import getcurrent as _getcurrent
+except ImportError:  # pragma: no cover - depends on the environment
+    _getcurrent = None
+
+Site = tuple[CodeType, int]
+
+
+def _is_internal(code: CodeType) -> bool:
+    flag = _internal.get(code)
+    if flag is None:
+        name = code.co_filename
+        if name.startswith("<"):
+            # SQLAlchemy compiles helper wrappers ("<sqlalchemy generated ...>"); frozen
+            # modules are importlib/runpy. "<stdin>" or "<string>" is app code.
+            flag = name.startswith(("<sqlalchemy", "<frozen", "<decorator"))
+        else:
+            path = os.path.abspath(name)
+            flag = path.startswith(_INTERNAL_DIRS) and path not in _APP_FILES
+        _internal[code] = flag
+    return flag
+
+
+def _walk(frame: FrameType | None) -> Site | None:
+    internal = _internal
+    while frame is not None:
+        code = frame.f_code
+        flag = internal.get(code)
+        if flag is None:
+            flag = _is_internal(code)
+        if not flag:
+            return code, frame.f_lineno
+        frame = frame.f_back
+    return None
+
+
+def capture(depth: int = 1) -> Site | None:
+    """Code object and line of the first caller frame outside SQLAlchemy and the exporter."""
+    site = _walk(sys._getframe(depth))
+    if site is None and _getcurrent is not None:
+        parent = _getcurrent().parent
+        if parent is not None:
+            site = _walk(parent.gr_frame)
+    return site
+
+
+def describe(site: Site | None) -> str:
+    """Human text for a captured site: ``file.py:42 in func``, or ``unknown``."""
+    if site is None:
+        return "unknown"
+    code, line = site
+    return f"{_short_path(code.co_filename)}:{line} in {code.co_name}"
+
+
+def _short_path(path: str) -> str:
+    # Relative to the working directory when inside it: shorter, and free of home paths.
+    try:
+        rel = os.path.relpath(path)
+    except ValueError:
+        return path
+    return path if rel.startswith("..") else rel
+
+
+def thread_name(ident: int) -> str:
+    """Name of a live thread by ident, or ``thread-<ident>`` once it has gone."""
+    for t in threading.enumerate():
+        if t.ident == ident:
+            return t.name
+    return f"thread-{ident}"

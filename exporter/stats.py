@@ -1,0 +1,231 @@
+"""Per-pool statistics kept in the process: the state behind every metric.
+
+One :class:`PoolStats` exists per instrumented engine (not per pool object: the engine's
+pool is replaced by ``engine.dispose()``, and counting must carry on across that).
+
+Concepts, as the metrics use them:
+
+* **checked out** — a connection handed to the app by the pool and not yet given back.
+  A checkout ends at *checkin* (``close()``, or the garbage collector reclaiming a
+  forgotten connection on sync drivers) or at *detach* (the connection leaves the pool's
+  custody; asyncio drivers reclaim forgotten connections this way). Invalidation does
+  not end a checkout: the app still holds the (now dead) proxy until it closes it.
+* **pending** — callers inside ``pool.connect()`` that have not got a connection yet.
+* **wait** — time spent inside ``pool.connect()``: queue wait, opening a new connection,
+  pre-ping. Waits that end in a ``QueuePool limit ... reached`` timeout are observed
+  too, so the histogram shows how long callers hung before failing.
+* **use** — time from checkout to the end of that checkout.
+* **leak** — a checkout older than the leak threshold. It is flagged once (counted in
+  ``leaks_total`` and logged with its checkout site) and stays in the leaked gauge until
+  it ends.
+
+Every field is updated under ``lock`` with plain arithmetic; metric families are built
+from :meth:`PoolStats.read` only when a scrape or a push asks.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import weakref
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from exporter import sites
+from exporter.histogram import DEFAULT_BUCKETS, Histogram
+from exporter.logs import get_logger
+
+log = get_logger(__name__)
+
+#: (perf_counter at checkout, checkout site, thread ident, weakref to the proxy)
+HeldEntry = tuple[float, "sites.Site | None", int, "weakref.ref[Any] | None"]
+
+COUNTER_NAMES = (
+    "checkouts",
+    "checkout_timeouts",
+    "connections_created",
+    "connect_errors",
+    "connections_closed",
+    "invalidations_hard",
+    "invalidations_soft",
+    "leaks",
+    "gc_reclaimed",
+)
+
+
+@dataclass
+class HeldConnection:
+    """One checked-out connection as reported to readers."""
+
+    age_seconds: float
+    site: str
+    thread: str
+    leaked: bool
+
+
+@dataclass
+class StatsReading:
+    """A consistent copy of a pool's event-derived state at one instant."""
+
+    counters: dict[str, int]
+    pending: int
+    checked_out: int
+    peak_checked_out: int
+    leaked: int
+    oldest_checkout_seconds: float
+    histograms: dict[str, Any]
+    held: list[HeldConnection] = field(default_factory=list)
+
+
+class PoolStats:
+    """Counters, gauges and histograms of one instrumented engine's pool."""
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        leak_threshold: float = 30.0,
+        peak_window: float = 30.0,
+        buckets: tuple[float, ...] = DEFAULT_BUCKETS,
+    ) -> None:
+        self.name = name
+        self.lock = threading.Lock()
+        self.leak_threshold = leak_threshold
+        self.capture_sites = leak_threshold > 0
+        self.checkouts = 0
+        self.checkout_timeouts = 0
+        self.connections_created = 0
+        self.connect_errors = 0
+        self.connections_closed = 0
+        self.invalidations_hard = 0
+        self.invalidations_soft = 0
+        self.leaks = 0
+        self.gc_reclaimed = 0
+        self.pending = 0
+        self.held: dict[Any, HeldEntry] = {}
+        self.leaked: set[Any] = set()
+        self.wait = Histogram(buckets)
+        self.use = Histogram(buckets)
+        self.connect = Histogram(buckets)
+        # Peak tracking: the hot path raises ``peak`` (max checked out in the current
+        # slot); ``rotate_peak`` closes slots so the window slides without a clock read
+        # on the hot path.
+        self.peak = 0
+        self.peak_window = peak_window
+        self._slot_seconds = max(peak_window / 6.0, 0.05)
+        self._slot_start = time.monotonic()
+        self._slots: deque[tuple[float, int]] = deque()
+
+    def reset(self) -> None:
+        """Start every counter, gauge and histogram from zero, in place (after fork)."""
+        for name in COUNTER_NAMES:
+            setattr(self, name, 0)
+        self.pending = 0
+        self.held.clear()
+        self.leaked.clear()
+        for hist in (self.wait, self.use, self.connect):
+            hist.counts[:] = [0] * len(hist.counts)
+            hist.sum = 0.0
+        self.peak = 0
+        self._slots.clear()
+        self._slot_start = time.monotonic()
+
+    # -- readers (scrape/push time) -------------------------------------------------
+
+    def rotate_peak(self, now: float | None = None) -> int:
+        """Slide the peak window to ``now``; return the peak checked-out count in it."""
+        now = time.monotonic() if now is None else now
+        with self.lock:
+            if now - self._slot_start >= self._slot_seconds:
+                self._slots.append((self._slot_start, self.peak))
+                self._slot_start = now
+                self.peak = len(self.held)
+            horizon = now - self.peak_window
+            while self._slots and self._slots[0][0] + self._slot_seconds < horizon:
+                self._slots.popleft()
+            return max([self.peak, len(self.held), *(m for _, m in self._slots)])
+
+    def scan_leaks(self) -> None:
+        """Flag checkouts that crossed the leak threshold; count and log each once."""
+        if self.leak_threshold <= 0:
+            return
+        now = time.perf_counter()
+        fresh: list[tuple[float, HeldEntry]] = []
+        with self.lock:
+            for rec, entry in self.held.items():
+                age = now - entry[0]
+                if age > self.leak_threshold and rec not in self.leaked:
+                    self.leaked.add(rec)
+                    self.leaks += 1
+                    fresh.append((age, entry))
+        for age, entry in fresh:
+            log.warning(
+                "connection leak suspected",
+                pool=self.name,
+                age_seconds=round(age, 3),
+                threshold_seconds=self.leak_threshold,
+                site=sites.describe(entry[1]),
+                thread=sites.thread_name(entry[2]),
+            )
+
+    def read(self, *, top: int = 10) -> StatsReading:
+        """A consistent copy of every counter, gauge and histogram, plus the top held."""
+        self.scan_leaks()
+        peak = self.rotate_peak()
+        now = time.perf_counter()
+        with self.lock:
+            counters = {n: getattr(self, n) for n in COUNTER_NAMES}
+            entries = sorted(
+                ((now - e[0], e, rec in self.leaked) for rec, e in self.held.items()),
+                key=lambda item: -item[0],
+            )
+            reading = StatsReading(
+                counters=counters,
+                pending=self.pending,
+                checked_out=len(self.held),
+                peak_checked_out=peak,
+                leaked=len(self.leaked),
+                oldest_checkout_seconds=entries[0][0] if entries else 0.0,
+                histograms={
+                    "wait_seconds": self.wait.data(),
+                    "use_seconds": self.use.data(),
+                    "connect_seconds": self.connect.data(),
+                },
+            )
+        reading.held = [
+            HeldConnection(
+                age_seconds=age,
+                site=sites.describe(entry[1]),
+                thread=sites.thread_name(entry[2]),
+                leaked=leaked,
+            )
+            for age, entry, leaked in entries[:top]
+        ]
+        return reading
+
+    # -- end of a checkout (called from checkin/detach listeners) -------------------
+
+    def end_checkout(self, rec: Any, now: float) -> None:
+        """Close the checkout held on ``rec``: use time, GC reclaim, leak release."""
+        with self.lock:
+            entry = self.held.pop(rec, None)
+            if entry is None:
+                return
+            age = now - entry[0]
+            self.use.observe(age)
+            ref = entry[3]
+            reclaimed = ref is not None and ref() is None
+            if reclaimed:
+                self.gc_reclaimed += 1
+            was_leaked = rec in self.leaked
+            if was_leaked:
+                self.leaked.discard(rec)
+        if was_leaked:
+            log.info(
+                "leaked connection returned",
+                pool=self.name,
+                held_seconds=round(age, 3),
+                site=sites.describe(entry[1]),
+                reclaimed_by_gc=reclaimed,
+            )

@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh clone on a fresh machine: installs what the tests
+# need (Debian packages when run as root, Python packages into .venv), then runs lint,
+# type checks, the suite on SQLAlchemy 2.1, and the unit suite again on SQLAlchemy 2.0.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+
+# Debian packages the integration tests drive for real.
+DEBS=(prometheus prometheus-alertmanager)
+missing=()
+for bin in prometheus promtool alertmanager; do
+    command -v "$bin" >/dev/null 2>&1 || missing+=("$bin")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        echo "test.sh: installing ${DEBS[*]} (missing: ${missing[*]})"
+        DEBIAN_FRONTEND=noninteractive apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${DEBS[@]}" >/dev/null
+    else
+        echo "test.sh: missing ${missing[*]}; install: apt-get install ${DEBS[*]}" >&2
+    fi
+fi
+
+# Python environment: SQLAlchemy 2.1 (the main run).
+if [ ! -x .venv/bin/python ]; then python3 -m venv .venv; fi
+.venv/bin/pip install -q --upgrade pip >/dev/null
+.venv/bin/pip install -q -e ".[test]" "sqlalchemy[asyncio]>=2.1,<2.2"
+
+echo "== ruff"; .venv/bin/ruff check exporter tests benchmarks
+echo "== mypy"; .venv/bin/mypy
+echo "== pytest (SQLAlchemy $(.venv/bin/python -c 'import sqlalchemy; print(sqlalchemy.__version__)'))"
+.venv/bin/pytest -q -p no:cacheprovider "$@" tests
+
+# SQLAlchemy 2.0: the unit suite again, in its own environment.
+if [ ! -x .venv-sa20/bin/python ]; then python3 -m venv .venv-sa20; fi
+.venv-sa20/bin/pip install -q --upgrade pip >/dev/null
+.venv-sa20/bin/pip install -q -e ".[test]" "sqlalchemy[asyncio]>=2.0,<2.1"
+echo "== pytest unit (SQLAlchemy $(.venv-sa20/bin/python -c 'import sqlalchemy; print(sqlalchemy.__version__)'))"
+.venv-sa20/bin/pytest -q -p no:cacheprovider tests/unit
+cd "$ROOT"
