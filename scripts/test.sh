@@ -9,7 +9,7 @@ ROOT=$(pwd)
 # Debian packages the integration tests drive for real.
 DEBS=(prometheus prometheus-alertmanager)
 missing=()
-for bin in prometheus promtool alertmanager; do
+for bin in prometheus promtool prometheus-alertmanager; do
     command -v "$bin" >/dev/null 2>&1 || missing+=("$bin")
 done
 if [ ${#missing[@]} -gt 0 ]; then
