@@ -1,0 +1,13 @@
+"""The sidecar: receives pushed pool snapshots from every process of an app, aggregates
+them per (app, pool) and serves ``/metrics``.
+
+Data path: ``server`` (HTTP) → ``validation`` (body → :class:`Push`) → ``aggregator``
+(latest push per live process, retired totals, expiry) → ``views``/``collector`` →
+exposition. :class:`Sidecar` wires it together; ``command`` is ``serve``.
+"""
+
+from exporter.sidecar.aggregator import Aggregator
+from exporter.sidecar.server import Sidecar
+from exporter.sidecar.validation import Limits, Push, PushRejected, parse_push
+
+__all__ = ["Aggregator", "Limits", "Push", "PushRejected", "Sidecar", "parse_push"]

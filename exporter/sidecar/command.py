@@ -1,0 +1,100 @@
+"""``sqlalchemy-pool-exporter serve``: run the sidecar until SIGTERM or Ctrl-C.
+
+Every :class:`~exporter.settings.SidecarSettings` field is a flag (``max_body_bytes`` →
+``--max-body-bytes``); a flag wins over its ``POOL_EXPORTER_*`` variable. An invalid
+value exits with status 2 and one line naming the setting. Once both listeners are
+bound, one log line ``listening`` gives the actual addresses (``metrics``, ``push``), so
+port 0 works for tests and tools. With ``--database-url`` the PostgreSQL probe runs in
+the same process and its families join ``/metrics``; the URL itself is never logged.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+from typing import Any
+
+from pydantic import ValidationError
+
+from exporter.logs import configure_process_logging, get_logger
+from exporter.settings import PREFIX, SidecarSettings, describe_error
+
+log = get_logger("exporter.sidecar")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """One flag per sidecar setting."""
+    for name, info in SidecarSettings.model_fields.items():
+        flag = "--" + name.replace("_", "-")
+        env = f"env {PREFIX}{name.upper()}"
+        help_text = f"{info.description or ''} ({env}; default {info.default!r})"
+        if info.annotation is bool:
+            parser.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction,
+                                default=None, help=help_text)
+        else:
+            parser.add_argument(flag, dest=name, default=None, metavar=name.upper(),
+                                help=help_text)
+
+
+def load(args: argparse.Namespace) -> SidecarSettings:
+    """Settings from the environment, overridden by the flags given."""
+    given = {n: getattr(args, n) for n in SidecarSettings.model_fields
+             if getattr(args, n, None) is not None}
+    return SidecarSettings(**given)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Serve until SIGTERM/SIGINT; 2 on invalid settings, 1 if a port cannot be bound."""
+    try:
+        settings = load(args)
+    except ValidationError as exc:
+        print(f"sqlalchemy-pool-exporter serve: {describe_error(exc)}", file=sys.stderr)
+        return 2
+    configure_process_logging(settings.log_format, settings.log_level)
+    from exporter.sidecar.server import Sidecar
+
+    sidecar = Sidecar(settings)
+    try:
+        sidecar.start()
+    except OSError as exc:
+        log.error("cannot listen", error=f"{exc.strerror or exc}",
+                  listen=settings.listen, push_listen=settings.push_listen)
+        return 1
+    probe = _start_probe(settings, sidecar.registry)
+    log.info("listening", metrics=sidecar.metrics_url, push=sidecar.push_url,
+             per_process=settings.per_process, token=settings.token is not None,
+             probe=probe is not None)
+    done = threading.Event()
+
+    def _stop(signum: int, _frame: Any) -> None:
+        done.set()
+
+    previous = {s: signal.signal(s, _stop) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        while not done.wait(1.0):
+            pass
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if probe is not None:
+            probe.stop()
+        sidecar.stop()
+        log.info("stopped", processes=sidecar.aggregator.live_count())
+    return 0
+
+
+def _start_probe(settings: SidecarSettings, registry: Any) -> Any:
+    if settings.database_url is None:
+        return None
+    try:
+        from exporter.probe import DatabaseProbe  # type: ignore[import-not-found,unused-ignore]
+    except ImportError as exc:
+        log.warning("database probe unavailable", error=str(exc))
+        return None
+    probe = DatabaseProbe(settings.database_url.get_secret_value(),
+                          interval=settings.probe_interval)
+    registry.register(probe)
+    probe.start()
+    return probe

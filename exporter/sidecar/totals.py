@@ -1,0 +1,91 @@
+"""Additive pool state: counters and histograms that can be summed and subtracted.
+
+A :class:`Totals` holds the cumulative counters and histogram buckets of any set of
+processes of one (app, pool). The aggregator keeps two per pool — everything (live plus
+retired) and the retired part alone — and moves a process's contribution between them
+by exact integer arithmetic, so totals never drift and never go down. Only histogram
+sums are floats; they move by non-negative differences, which keeps them monotone.
+"""
+
+from __future__ import annotations
+
+from exporter.sidecar.validation import HistData, PoolData
+from exporter.snapshot import HISTOGRAM_NAMES
+from exporter.stats import COUNTER_NAMES
+
+
+class Totals:
+    """Summed counters and cumulative histograms of one (app, pool)."""
+
+    __slots__ = ("counters", "hists")
+
+    def __init__(self, layout: dict[str, tuple[float, ...]]) -> None:
+        self.counters = dict.fromkeys(COUNTER_NAMES, 0)
+        self.hists = {
+            name: HistData(bounds, [0] * (len(bounds) + 1), 0.0, 0)
+            for name, bounds in layout.items()
+        }
+
+    def add(self, new: PoolData, old: PoolData | None = None) -> None:
+        """Add ``new`` minus ``old`` (a process's previous contribution, if any)."""
+        counters = self.counters
+        if old is None:
+            for name, value in new.counters.items():
+                counters[name] += value
+        else:
+            for name, value in new.counters.items():
+                counters[name] += value - old.counters[name]
+        for name in HISTOGRAM_NAMES:
+            mine = self.hists[name]
+            theirs = new.histograms[name]
+            counts = mine.counts
+            if old is None:
+                for i, c in enumerate(theirs.counts):
+                    counts[i] += c
+                mine.sum += theirs.sum
+                mine.count += theirs.count
+            else:
+                before = old.histograms[name]
+                for i, (c, b) in enumerate(zip(theirs.counts, before.counts, strict=True)):
+                    counts[i] += c - b
+                mine.sum += theirs.sum - before.sum
+                mine.count += theirs.count - before.count
+
+    def subtract(self, old: PoolData) -> None:
+        """Remove a contribution added earlier (a retired process coming back)."""
+        for name, value in old.counters.items():
+            self.counters[name] -= value
+        for name in HISTOGRAM_NAMES:
+            mine = self.hists[name]
+            theirs = old.histograms[name]
+            for i, c in enumerate(theirs.counts):
+                mine.counts[i] -= c
+            mine.sum = max(0.0, mine.sum - theirs.sum)
+            mine.count -= theirs.count
+
+    def histogram_dicts(self) -> dict[str, dict[str, object]]:
+        """Histograms in snapshot wire form (for :func:`exporter.families.pool_families`)."""
+        return {
+            name: {"buckets": list(h.buckets), "counts": list(h.counts), "sum": h.sum,
+                   "count": h.count}
+            for name, h in self.hists.items()
+        }
+
+
+def layout_of(pool: PoolData) -> dict[str, tuple[float, ...]]:
+    """Bucket bounds of each histogram of ``pool``."""
+    return {name: h.buckets for name, h in pool.histograms.items()}
+
+
+def regression(new: PoolData, old: PoolData) -> str | None:
+    """Name of the first counter or histogram of ``new`` that is below ``old``, if any."""
+    for name, value in new.counters.items():
+        if value < old.counters[name]:
+            return f"counters.{name}"
+    for name in HISTOGRAM_NAMES:
+        a, b = new.histograms[name], old.histograms[name]
+        if a.count < b.count or a.sum < b.sum or any(
+            x < y for x, y in zip(a.counts, b.counts, strict=True)
+        ):
+            return f"histograms.{name}"
+    return None
