@@ -8,7 +8,9 @@ server, from a background thread every ``interval`` seconds, for
   so a dashboard can set the apps' combined pool limits against what the server accepts;
 * client backends by ``pg_stat_activity.state`` (the probe's own session excluded);
 * the age of the oldest open transaction per state — an ``idle in transaction`` session
-  holds locks and snapshots while nobody works on it.
+  holds locks and snapshots while nobody works on it. PostgreSQL forgets the start of a
+  transaction that failed, so for ``idle in transaction (aborted)`` the age is counted
+  from the failure (a lower bound).
 
 Cost and bounds: one query, one round trip per interval, on one kept-open connection in
 autocommit mode (no ``BEGIN``). ``statement_timeout`` and a read-only session are set in
@@ -55,7 +57,9 @@ STANDARD_STATES = ("active", "idle", "idle in transaction", "idle in transaction
 QUERY = """\
 WITH backends AS (
     SELECT coalesce(state, 'unknown') AS state,
-           extract(epoch FROM clock_timestamp() - xact_start)::float8 AS xact_age
+           extract(epoch FROM clock_timestamp() - CASE
+               WHEN state = 'idle in transaction (aborted)' THEN coalesce(xact_start, state_change)
+               ELSE xact_start END)::float8 AS xact_age
     FROM pg_stat_activity
     WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()
 ), by_state AS (
