@@ -64,9 +64,15 @@ def test_probe_reports_limits_and_backends_by_state_exactly(
         after_tx = time.time()
         with pytest.raises(psycopg2.errors.DivisionByZero):
             aborted.cursor().execute("SELECT 1 / 0")
-        sleeper = threading.Thread(
-            target=lambda: pytest.raises(psycopg2.errors.QueryCanceled,
-                                         busy.cursor().execute, "SELECT pg_sleep(30)"))
+        cancelled: list[bool] = []
+
+        def sleep() -> None:
+            try:
+                busy.cursor().execute("SELECT pg_sleep(30)")
+            except psycopg2.errors.QueryCanceled:
+                cancelled.append(True)
+
+        sleeper = threading.Thread(target=sleep)
         sleeper.start()
         expected = {"active": 1.0, "idle": 2.0, "idle in transaction": 1.0,
                     "idle in transaction (aborted)": 1.0}
@@ -93,6 +99,7 @@ def test_probe_reports_limits_and_backends_by_state_exactly(
         sleeper.join(10)
         for conn in (*idle, in_tx, aborted, busy):
             conn.close()
+    assert cancelled == [True]  # the active backend was our pg_sleep, cancelled above
     # Closing is visible to the next probe: every state back to 0.
     wait_for(lambda: probe.probe_once()
              and set(db_series(registry, "sqlalchemy_pool_db_connections").values()) == {0})
