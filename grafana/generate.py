@@ -42,10 +42,11 @@ BY = "app, pool"  # the unit the dashboard reports on; sums across sidecar repli
 LEGEND = "{{app}} {{pool}}"
 RATE = "$__rate_interval"
 
-# Thresholds, in the metric's own unit. Utilization matches the alert rules' idea of
-# "near exhaustion" (80 %) and "exhausted" (100 %); waits and holds are seconds.
-UTIL_WARN, UTIL_CRIT = 0.8, 1.0
-WAIT_WARN, WAIT_CRIT = 0.1, 1.0
+# Thresholds, in the metric's own unit. Where an alert rule exists the warning colour starts
+# at its threshold (prometheus/config.yaml; a test keeps the two equal): near exhaustion
+# at 85 % peak utilization, slow checkout at a p95 wait of 0.25 s. 100 % is the limit.
+UTIL_WARN, UTIL_CRIT = 0.85, 1.0
+WAIT_WARN, WAIT_CRIT = 0.25, 1.0
 HOLD_WARN, HOLD_CRIT = 5.0, 30.0  # 30 s = the default leak threshold
 IDLE_TX_WARN, IDLE_TX_CRIT = 60.0, 300.0
 
@@ -225,7 +226,7 @@ def overview() -> list[Json]:
         timeseries("Utilization and peak utilization against the limit",
                    "Checked-out connections as a share of the pool's hard limit "
                    "(pool_size + max_overflow), per pool: 'now' is the scrape-time value, "
-                   "'peak' the highest within the peak window. The dashed lines mark 80 % "
+                   "'peak' the highest within the peak window. The dashed lines mark 85 % "
                    "(near exhaustion) and 100 % (the limit: further checkouts wait).",
                    targets(
                        (f"max by ({BY}) ({sel('sqlalchemy_pool_utilization_ratio')})",
@@ -384,42 +385,49 @@ def leaks() -> list[Json]:
 
 
 def database() -> list[Json]:
-    usable = (f"max({sel('sqlalchemy_pool_db_max_connections', HOST)}) - "
-              f"max({sel('sqlalchemy_pool_db_reserved_connections', HOST)})")
+    # The probe labels its series with `database`; several sidecars probing one server
+    # report the same numbers, hence max, not sum, on the server's side.
+    def server(metric: str, by: str = "database", extra: str = "") -> str:
+        return f"max by ({by}) ({sel(metric, HOST, extra)})"
+
+    usable = (f"{server('sqlalchemy_pool_db_max_connections')} - "
+              f"{server('sqlalchemy_pool_db_reserved_connections')}")
     combined = f"sum({sel('sqlalchemy_pool_max_connections')})"
-    idle_tx = sel("sqlalchemy_pool_db_oldest_transaction_seconds", HOST,
-                  'state="idle in transaction"')
+    backends = server("sqlalchemy_pool_db_connections", "database, state")
+    budget = (f"{combined} / (max({sel('sqlalchemy_pool_db_max_connections', HOST)}) - "
+              f"max({sel('sqlalchemy_pool_db_reserved_connections', HOST)}))")
     return row(
         "Database server",
         stat("Connection budget used",
-             "The selected pools' combined hard limits as a share of what the server "
-             "accepts (max_connections minus reserved slots). Above 100 % the apps can open "
-             "more connections than the server allows: connect errors at peak load.",
-             f"{combined} / ({usable})", "percentunit", thresholds(UTIL_WARN, UTIL_CRIT),
-             w=6, h=8),
+             "The selected pools' combined hard limits (all processes, all replicas) as a "
+             "share of what the database server accepts: max_connections minus reserved "
+             "slots. Above 100 % the apps can open more connections than the server allows "
+             "and get connect errors at peak load. Select the apps of one server.",
+             budget, "percentunit", thresholds(UTIL_WARN, UTIL_CRIT), w=6, h=8),
         timeseries("Server limit against the apps' combined pool limits",
                    "The server's max_connections minus reserved connections, against the "
                    "sum of every selected pool's limit (all processes, all replicas) and "
-                   "the backends the server has now. Needs the sidecar's database probe.",
+                   "the client backends the server has now. Needs the sidecar's database "
+                   "probe (--database-url).",
                    targets(
-                       (usable, "server max_connections - reserved"),
+                       (usable, "{{database}}: max_connections - reserved"),
                        (combined, "apps' combined pool limits"),
-                       (f"sum({sel('sqlalchemy_pool_db_connections', HOST)})",
-                        "server backends now"),
+                       (f"sum by (database) ({backends})", "{{database}}: backends now"),
                    ),
                    "short", thresholds(), w=18, decimals=0),
         timeseries("Server backends by state",
-                   "Backends on the database server by pg_stat_activity.state. Many 'idle in "
-                   "transaction' backends are connections an app checked out, began a "
-                   "transaction on, and is holding.",
-                   targets((f"sum by (state) ({sel('sqlalchemy_pool_db_connections', HOST)})",
-                            "{{state}}")),
+                   "Client backends on the database server by pg_stat_activity.state, from "
+                   "every app, not only the selected ones. Many 'idle in transaction' "
+                   "backends are connections an app checked out, began a transaction on, "
+                   "and is holding.",
+                   targets((backends, "{{database}} {{state}}")),
                    "short", thresholds(), stack=True, decimals=0),
         timeseries("Oldest idle-in-transaction",
-                   "Age of the oldest transaction left idle in transaction on the server: "
+                   "Age of the oldest transaction whose session sits idle in transaction: "
                    "an app holding a connection mid-transaction (a leak) also holds locks "
                    "and blocks vacuum.",
-                   targets((f"max({idle_tx})", "idle in transaction")),
+                   targets((server("sqlalchemy_pool_db_oldest_transaction_seconds",
+                                   extra='state="idle in transaction"'), "{{database}}")),
                    "s", thresholds(IDLE_TX_WARN, IDLE_TX_CRIT), threshold_lines=True),
     )
 

@@ -27,6 +27,17 @@ if [ ! -x .venv/bin/python ]; then python3 -m venv .venv; fi
 .venv/bin/pip install -q --upgrade pip >/dev/null
 .venv/bin/pip install -q -e ".[test]" "sqlalchemy[asyncio]>=2.1,<2.2"
 
+# >>> Grafana dashboard: node modules of its schema check (@grafana/schema + TypeScript),
+# the generator's lint and types. Without npm the schema check cannot run: fatal in CI.
+if command -v npm >/dev/null 2>&1; then
+    (cd grafana/schema-check && npm ci --prefer-offline --no-audit --no-fund --loglevel=error >/dev/null)
+else
+    echo "test.sh: npm not found; the dashboard schema check needs node and npm" >&2
+    if [ -n "${CI:-}" ]; then exit 1; fi
+fi
+echo "== ruff, mypy (grafana)"; .venv/bin/ruff check grafana && .venv/bin/mypy --strict grafana/generate.py
+# <<< Grafana dashboard
+
 echo "== ruff"; .venv/bin/ruff check exporter tests benchmarks
 echo "== mypy"; .venv/bin/mypy
 echo "== pytest (SQLAlchemy $(.venv/bin/python -c 'import sqlalchemy; print(sqlalchemy.__version__)'))"
