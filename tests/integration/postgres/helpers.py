@@ -1,0 +1,100 @@
+"""Helpers of the PostgreSQL scenarios: engines on the test server, metric readers.
+
+Scenario tests read what a user would read: the rendered metrics of a private
+prometheus_client registry that ``exporter.instrument(engine, registry=...)`` filled.
+Every engine tags its backends with ``application_name`` = the pool name, so a test can
+find (and kill) exactly its own connections on the shared server.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+from sqlalchemy import Engine, create_engine
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+import exporter
+from tests.integration.pgcluster import PgCluster
+
+COUNTER_KEYS = (
+    "checkouts",
+    "checkout_timeouts",
+    "connections_created",
+    "connect_errors",
+    "connections_closed",
+    "invalidations_hard",
+    "invalidations_soft",
+    "leaks",
+    "gc_reclaimed",
+)
+
+
+def sync_engine(pg: PgCluster, name: str, **kwargs: Any) -> Engine:
+    """A psycopg2 engine as the ``app`` role whose backends are named ``name``."""
+    return create_engine(pg.url("psycopg2"),
+                         connect_args={"application_name": name, "connect_timeout": 5},
+                         **kwargs)
+
+
+def async_engine(pg: PgCluster, name: str, **kwargs: Any) -> AsyncEngine:
+    """An asyncpg engine as the ``app`` role whose backends are named ``name``."""
+    return create_async_engine(
+        pg.url("asyncpg"),
+        connect_args={"server_settings": {"application_name": name}, "timeout": 5},
+        **kwargs,
+    )
+
+
+class PoolMetrics:
+    """The series of one pool as rendered by a private registry."""
+
+    def __init__(self, engine: Any, name: str, **instrument_kwargs: Any) -> None:
+        self.name = name
+        self.registry = CollectorRegistry()
+        exporter.instrument(engine, name=name, registry=self.registry, **instrument_kwargs)
+
+    def get(self, metric: str, **labels: str) -> float | None:
+        """One sample value, or None when the series is absent."""
+        value = self.registry.get_sample_value(metric, {"pool": self.name, **labels})
+        return None if value is None else float(value)
+
+    def gauge(self, key: str) -> float | None:
+        """``sqlalchemy_pool_<key>``; ``checked_out``/``idle`` read the connections family."""
+        if key in ("checked_out", "idle"):
+            return self.get("sqlalchemy_pool_connections", state=key)
+        return self.get(f"sqlalchemy_pool_{key}")
+
+    def counters(self) -> dict[str, int]:
+        """Every counter of the pool, keyed like ``PoolStats`` (invalidations by kind)."""
+        out: dict[str, int] = {}
+        for family in self.registry.collect():
+            for sample in family.samples:
+                if sample.labels.get("pool") != self.name or not sample.name.endswith("_total"):
+                    continue
+                key = sample.name.removeprefix("sqlalchemy_pool_").removesuffix("_total")
+                if "kind" in sample.labels:
+                    key = f"{key}_{sample.labels['kind']}"
+                out[key] = int(sample.value)
+        assert set(out) == set(COUNTER_KEYS), out
+        return out
+
+    def histogram(self, key: str) -> dict[str, float]:
+        """``{le: cumulative count}`` plus ``count`` and ``sum`` of ``sqlalchemy_pool_<key>``."""
+        metric = f"sqlalchemy_pool_{key}"
+        out: dict[str, float] = {}
+        for family in self.registry.collect():
+            for sample in family.samples:
+                if sample.labels.get("pool") != self.name:
+                    continue
+                if sample.name == f"{metric}_bucket":
+                    out[sample.labels["le"]] = sample.value
+                elif sample.name in (f"{metric}_count", f"{metric}_sum"):
+                    out[sample.name.rsplit("_", 1)[1]] = sample.value
+        return out
+
+
+def expected_counters(**nonzero: int) -> dict[str, int]:
+    """Every counter at 0 except the ones given."""
+    assert set(nonzero) <= set(COUNTER_KEYS), nonzero
+    return {key: nonzero.get(key, 0) for key in COUNTER_KEYS}
