@@ -18,9 +18,14 @@ A retired instance is remembered (bounded, oldest forgotten first) with what it
 contributed. If it pushes again — it was only paused, not dead — that contribution is
 taken back out of ``retired`` before its new values go in, so totals stay exact.
 
+A pool whose counters or buckets are below what the same process last sent for it is a
+new pool under the old name (``uninstrument`` + ``instrument``, an engine re-created
+between two pushes): like a Prometheus counter reset, the old values retire and the new
+ones count from zero, so nothing is lost or counted twice. (Rejecting it instead would
+reject every later push of that process, forever.)
+
 Rejected without any state change: a sequence number not above the instance's last one
-(409, a duplicate or out-of-order push), counters or buckets below the instance's
-previous values, a histogram layout different from the one already seen for that
+(409, a duplicate or out-of-order push), a histogram layout different from the one already seen for that
 (app, pool), an instance that changes app, a new process beyond ``max_processes`` (429).
 """
 
@@ -140,6 +145,7 @@ class Aggregator:
         self.groups: dict[tuple[str, str], Group] = {}
         self.tombstones: OrderedDict[str, Tombstone] = OrderedDict()
         self.expired_total = 0
+        self.resets_total = 0
 
     def apply(self, push: Push) -> None:
         """Fold one validated push in, or raise :class:`PushRejected` changing nothing."""
@@ -160,9 +166,16 @@ class Aggregator:
             for name, data in push.pools.items():
                 group = self._group(push.app, name, data)
                 old: PoolData | None = previous.get(name)
+                if old is not None and regression(data, old):
+                    group.retired.add(old)  # a new pool under an old name: retire the old one
+                    old = None
+                    self.resets_total += 1
                 if old is None and tomb is not None and name in tomb.pools:
-                    old = tomb.pools[name]  # back from retirement: un-retire it first
-                    group.retired.subtract(old)
+                    if regression(data, tomb.pools[name]):
+                        self.resets_total += 1  # it stays retired; the new one starts fresh
+                    else:
+                        old = tomb.pools[name]  # back from retirement: un-retire it first
+                        group.retired.subtract(old)
                 group.total.add(data, old)
                 group.join(push.instance, data)
             if push.final:
@@ -183,7 +196,6 @@ class Aggregator:
         if proc is None and len(self.processes) >= self.max_processes:
             raise PushRejected(429, "too_many_processes",
                                f"more than {self.max_processes} live processes")
-        previous = proc.push.pools if proc is not None else tomb.pools if tomb else {}
         new_groups = 0
         for name, data in push.pools.items():
             group = self.groups.get((push.app, name))
@@ -194,10 +206,6 @@ class Aggregator:
                     400, "bucket_layout",
                     f"histogram buckets of pool {name[:40]!r} differ from the ones already seen",
                 )
-            old = previous.get(name)
-            if old is not None and (what := regression(data, old)) is not None:
-                raise PushRejected(400, "counter_regressed",
-                                   f"pool {name[:40]!r}: {what} went backwards")
         if len(self.groups) + new_groups > MAX_GROUPS:
             raise PushRejected(429, "too_many_pools", f"more than {MAX_GROUPS} distinct pools")
 

@@ -97,3 +97,8 @@ class SidecarCollector(Collector):
             "Processes retired because they stopped pushing.",
             value=agg.expired_total,
         )
+        yield CounterMetricFamily(
+            "pool_exporter_pool_resets",
+            "Pools whose counters restarted from zero in a live process (a new pool, same name).",
+            value=agg.resets_total,
+        )

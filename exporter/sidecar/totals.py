@@ -77,15 +77,14 @@ def layout_of(pool: PoolData) -> dict[str, tuple[float, ...]]:
     return {name: h.buckets for name, h in pool.histograms.items()}
 
 
-def regression(new: PoolData, old: PoolData) -> str | None:
-    """Name of the first counter or histogram of ``new`` that is below ``old``, if any."""
-    for name, value in new.counters.items():
-        if value < old.counters[name]:
-            return f"counters.{name}"
+def regression(new: PoolData, old: PoolData) -> bool:
+    """True if any counter, bucket, count or sum of ``new`` is below ``old`` (a reset)."""
+    if any(value < old.counters[name] for name, value in new.counters.items()):
+        return True
     for name in HISTOGRAM_NAMES:
         a, b = new.histograms[name], old.histograms[name]
         if a.count < b.count or a.sum < b.sum or any(
             x < y for x, y in zip(a.counts, b.counts, strict=True)
         ):
-            return f"histograms.{name}"
-    return None
+            return True
+    return False
