@@ -25,8 +25,9 @@ ones count from zero, so nothing is lost or counted twice. (Rejecting it instead
 reject every later push of that process, forever.)
 
 Rejected without any state change: a sequence number not above the instance's last one
-(409, a duplicate or out-of-order push), a histogram layout different from the one already seen for that
-(app, pool), an instance that changes app, a new process beyond ``max_processes`` (429).
+(409, a duplicate or out-of-order push), a histogram layout different from the one
+already seen for that (app, pool), an instance that changes app, a new process beyond
+``max_processes`` (429).
 """
 
 from __future__ import annotations

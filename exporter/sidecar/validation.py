@@ -5,7 +5,8 @@ changes no state: JSON object, schema version 1, types, finite non-negative numb
 integer counts, label lengths, the number of pools, and each histogram's own shape
 (strictly increasing finite bounds, cumulative counts that never decrease and end at
 ``count``). Checks that need the sidecar's state — stale sequence numbers, bucket
-layouts that differ from the ones already seen, too many processes — are the aggregator's, and raise the same :class:`PushRejected`.
+layouts that differ from the ones already seen, too many processes — are the
+aggregator's, and raise the same :class:`PushRejected`.
 
 Every rejection carries an HTTP status, a ``reason`` (the label of
 ``pool_exporter_push_rejected_total``) and a one-line message that never echoes a value
