@@ -35,12 +35,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=int, default=9187, help="port of /metrics (0 = any free)")
     parser.add_argument("--host", default="127.0.0.1", help="address of /metrics")
     parser.add_argument("--threads", type=int, default=8, help="worker threads")
-    parser.add_argument("--leak-rate", type=float, default=0.05,
-                        help="fraction of requests that forget to close their session")
-    parser.add_argument("--leak-threshold", type=float, default=5.0,
-                        help="seconds a checkout may last before it is reported as a leak")
-    parser.add_argument("--database", default=None,
-                        help="SQLAlchemy URL (default: a throwaway SQLite file)")
+    parser.add_argument(
+        "--leak-rate",
+        type=float,
+        default=0.05,
+        help="fraction of requests that forget to close their session",
+    )
+    parser.add_argument(
+        "--leak-threshold",
+        type=float,
+        default=5.0,
+        help="seconds a checkout may last before it is reported as a leak",
+    )
+    parser.add_argument(
+        "--database", default=None, help="SQLAlchemy URL (default: a throwaway SQLite file)"
+    )
 
 
 def healthy_request(engine: Any) -> None:
@@ -59,7 +68,9 @@ def leaky_request(engine: Any, leaked: list[tuple[float, Session]]) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the demo until the duration passes or Ctrl-C."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     if args.threads < 1 or not 0 <= args.leak_rate <= 1 or args.duration < 0:
         raise SystemExit("demo: --threads must be >= 1, --leak-rate in 0..1, --duration >= 0")
     tmp = tempfile.TemporaryDirectory(prefix="pool-exporter-demo-")
@@ -71,8 +82,11 @@ def run(args: argparse.Namespace) -> int:
         conn.execute(text("INSERT INTO orders DEFAULT VALUES"))
     server, _ = exporter.start_http_server(args.port, addr=args.host)
     port = server.server_address[1]
-    print(f"demo: pool metrics at http://{args.host}:{port}/metrics "
-          f"(try: curl -s http://{args.host}:{port}/metrics | grep sqlalchemy_pool_)", flush=True)
+    print(
+        f"demo: pool metrics at http://{args.host}:{port}/metrics "
+        f"(try: curl -s http://{args.host}:{port}/metrics | grep sqlalchemy_pool_)",
+        flush=True,
+    )
 
     stop = threading.Event()
     leaked: list[tuple[float, Session]] = []
@@ -107,11 +121,13 @@ def run(args: argparse.Namespace) -> int:
                 leaked.extend(keep)
             gc.collect()
             r = stats.read(top=0)
-            print(f"demo: checked_out={r.checked_out} pending={r.pending} "
-                  f"checkouts={r.counters['checkouts']} timeouts={r.counters['checkout_timeouts']} "
-                  f"leaked={r.leaked} gc_reclaimed={r.counters['gc_reclaimed']} "
-                  f"requests_ok={outcome['ok']} requests_timed_out={outcome['timeout']}",
-                  flush=True)
+            print(
+                f"demo: checked_out={r.checked_out} pending={r.pending} "
+                f"checkouts={r.counters['checkouts']} timeouts={r.counters['checkout_timeouts']} "
+                f"leaked={r.leaked} gc_reclaimed={r.counters['gc_reclaimed']} "
+                f"requests_ok={outcome['ok']} requests_timed_out={outcome['timeout']}",
+                flush=True,
+            )
     except KeyboardInterrupt:
         pass
     finally:

@@ -114,16 +114,18 @@ def pool_families(label_names: Sequence[str], items: Iterable[PoolItem]) -> list
         "Connections in use (checked_out) or idle in the pool.",
         labels=[*names, "state"],
     )
-    gauges = {k: GaugeMetricFamily(n, h, labels=names) for k, (n, h) in GAUGES.items()}
-    counters = {k: CounterMetricFamily(n, h, labels=names) for k, (n, h) in COUNTERS.items()}
+    gauges: dict[str, GaugeMetricFamily] = {
+        k: GaugeMetricFamily(n, h, labels=names) for k, (n, h) in GAUGES.items()
+    }
+    counters: dict[str, CounterMetricFamily] = {
+        k: CounterMetricFamily(n, h, labels=names) for k, (n, h) in COUNTERS.items()
+    }
     invalidations = CounterMetricFamily(
         "sqlalchemy_pool_invalidations",
         "Invalidated connections (hard: closed; soft: replaced at next checkout).",
         labels=[*names, "kind"],
     )
-    histograms = {
-        k: HistogramMetricFamily(n, h, labels=names) for k, (n, h) in HISTOGRAMS.items()
-    }
+    histograms = {k: HistogramMetricFamily(n, h, labels=names) for k, (n, h) in HISTOGRAMS.items()}
     info = GaugeMetricFamily(
         "sqlalchemy_pool_info", "Static description of the pool.", labels=[*names, *INFO_LABELS]
     )
@@ -132,21 +134,21 @@ def pool_families(label_names: Sequence[str], items: Iterable[PoolItem]) -> list
         g = snap["gauges"]
         connections.add_metric([*labels, "checked_out"], g["checked_out"])
         connections.add_metric([*labels, "idle"], g["idle"])
-        for key, family in gauges.items():
+        for key, gauge in gauges.items():
             value = g.get(key)
             if value is not None:
-                family.add_metric(labels, value)
+                gauge.add_metric(labels, value)
         c = snap["counters"]
-        for key, family in counters.items():
-            family.add_metric(labels, c[key])
+        for key, counter in counters.items():
+            counter.add_metric(labels, c[key])
         invalidations.add_metric([*labels, "hard"], c["invalidations_hard"])
         invalidations.add_metric([*labels, "soft"], c["invalidations_soft"])
-        for key, family in histograms.items():
+        for key, histogram in histograms.items():
             h = snap["histograms"][key]
             bounds = [*h["buckets"], math.inf]
-            family.add_metric(
+            histogram.add_metric(
                 labels,
-                [(format_le(b), n) for b, n in zip(bounds, h["counts"])],
+                [(format_le(b), n) for b, n in zip(bounds, h["counts"], strict=False)],
                 h["sum"],
             )
         if snap.get("info"):

@@ -9,6 +9,7 @@ with their own lock (the pool stats lock), so the histogram itself holds none.
 
 from __future__ import annotations
 
+import itertools
 import math
 from bisect import bisect_left
 from collections.abc import Sequence
@@ -51,7 +52,7 @@ def validate_buckets(buckets: Sequence[float]) -> tuple[float, ...]:
         raise ValueError("buckets must not be empty")
     if any(not math.isfinite(b) or b <= 0 for b in bounds):
         raise ValueError("buckets must be finite and positive (+Inf is implied)")
-    if any(a >= b for a, b in zip(bounds, bounds[1:])):
+    if any(a >= b for a, b in itertools.pairwise(bounds)):
         raise ValueError("buckets must be strictly increasing")
     return bounds
 

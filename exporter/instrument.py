@@ -77,7 +77,9 @@ def load_settings(**overrides: Any) -> AppSettings:
         return AppSettings(**given)
     except ValidationError as exc:
         if any(str(e["loc"][0]) in given for e in exc.errors() if e.get("loc")):
-            raise ValueError(describe_error(exc).replace("setting POOL_EXPORTER_", "option ")) from None
+            raise ValueError(
+                describe_error(exc).replace("setting POOL_EXPORTER_", "option ")
+            ) from None
         # A bad POOL_EXPORTER_* variable must not take the app down: say so, use defaults.
         log.error("ignoring invalid exporter environment", error=describe_error(exc))
         return AppSettings.model_construct(**AppSettings.model_construct().model_dump() | given)
@@ -98,8 +100,11 @@ def instrument(
     """Attach pool metrics to ``engine`` (sync or async); idempotent; returns its stats."""
     sync = _sync_engine(engine)
     settings = load_settings(
-        leak_threshold=leak_threshold, peak_window=peak_window,
-        push_url=push_url, push_interval=push_interval, app=app,
+        leak_threshold=leak_threshold,
+        peak_window=peak_window,
+        push_url=push_url,
+        push_interval=push_interval,
+        app=app,
     )
     bounds = DEFAULT_BUCKETS if buckets is None else validate_buckets(buckets)
     if name is not None and (not name or len(name) > 200):

@@ -20,6 +20,7 @@ guarded: an error in the exporter is reported (rate-limited) and never reaches t
 from __future__ import annotations
 
 import sys
+from bisect import bisect_left
 from collections.abc import Callable
 from time import perf_counter
 from typing import Any
@@ -35,7 +36,6 @@ from exporter.stats import PoolStats
 
 _MARK = "_pool_exporter_stats"
 _getframe = sys._getframe
-_walk = sites._walk
 
 try:
     from threading import get_ident
@@ -44,27 +44,39 @@ except ImportError:  # pragma: no cover
 
 
 def _wrap_connect(pool: Pool, stats: PoolStats, reporter: RateLimitedReporter) -> None:
+    # Hot path: everything the closure needs is a local; one lock section per checkout;
+    # the pending count's increment is an atomic C call so it needs no lock at all.
     original = pool.connect
-    lock = stats.lock
+    acquire = stats.lock.acquire
+    release = stats.lock.release
     held = stats.held
+    started = stats.waits_started
+    wait_bounds = stats.wait.bounds
+    wait_counts = stats.wait.counts
     wait = stats.wait
+    internal = sites._internal
+    is_internal = sites._is_internal
 
     def connect() -> Any:
-        with lock:
-            stats.pending += 1
+        next(started)
         start = perf_counter()
         try:
             fairy = original()
         except PoolTimeoutError:
             elapsed = perf_counter() - start
-            with lock:
-                stats.pending -= 1
+            acquire()
+            try:
+                stats.waits_finished += 1
                 stats.checkout_timeouts += 1
-                wait.observe(elapsed)
+                wait_counts[bisect_left(wait_bounds, elapsed)] += 1
+                wait.sum += elapsed
+            finally:
+                release()
             raise
         except BaseException:
-            with lock:
-                stats.pending -= 1
+            acquire()
+            stats.waits_finished += 1
+            release()
             raise
         now = perf_counter()
         try:
@@ -74,18 +86,35 @@ def _wrap_connect(pool: Pool, stats: PoolStats, reporter: RateLimitedReporter) -
                 rec = fairy._connection_record
                 site = None
                 if stats.capture_sites:
-                    site = _walk(_getframe(1)) or sites.capture(2)
+                    frame: Any = _getframe(1)
+                    while frame is not None:
+                        code = frame.f_code
+                        flag = internal.get(code)
+                        if flag is None:
+                            flag = is_internal(code)
+                        if not flag:
+                            site = (code, frame.f_lineno)
+                            break
+                        frame = frame.f_back
+                    else:
+                        site = sites.capture(2)  # async: continue in the parent greenlet
                 entry = (now, site, get_ident(), rec.fairy_ref)
-                with lock:
-                    stats.pending -= 1
+                elapsed = now - start
+                acquire()
+                try:
+                    stats.waits_finished += 1
                     stats.checkouts += 1
-                    wait.observe(now - start)
+                    wait_counts[bisect_left(wait_bounds, elapsed)] += 1
+                    wait.sum += elapsed
                     held[rec] = entry
                     if len(held) > stats.peak:
                         stats.peak = len(held)
+                finally:
+                    release()
             else:
-                with lock:
-                    stats.pending -= 1
+                acquire()
+                stats.waits_finished += 1
+                release()
         except Exception as exc:  # never let bookkeeping reach the app
             reporter.report("checkout", exc)
         return fairy
@@ -137,9 +166,7 @@ def unwrap_pool(pool: Pool) -> None:
                 pool._invoke_creator = fn.__wrapped__
 
 
-def _listeners(
-    stats: PoolStats, reporter: RateLimitedReporter
-) -> dict[str, Callable[..., None]]:
+def _listeners(stats: PoolStats, reporter: RateLimitedReporter) -> dict[str, Callable[..., None]]:
     lock = stats.lock
 
     def guarded(where: str, fn: Callable[..., None]) -> Callable[..., None]:
@@ -151,11 +178,14 @@ def _listeners(
 
         return listener
 
-    def on_checkin(dbapi_connection: Any, rec: Any) -> None:
-        stats.end_checkout(rec, perf_counter())
+    end_checkout = stats.end_checkout
 
-    def on_detach(dbapi_connection: Any, rec: Any) -> None:
-        stats.end_checkout(rec, perf_counter())
+    def on_checkin(dbapi_connection: Any, rec: Any) -> None:
+        # Registered bare (not through ``guarded``): it runs on every checkin.
+        try:
+            end_checkout(rec, perf_counter())
+        except Exception as exc:
+            reporter.report("checkin", exc)
 
     def on_invalidate(dbapi_connection: Any, rec: Any, exc: Any) -> None:
         with lock:
@@ -174,8 +204,8 @@ def _listeners(
             stats.connections_closed += 1
 
     return {
-        "checkin": guarded("checkin", on_checkin),
-        "detach": guarded("detach", on_detach),
+        "checkin": on_checkin,
+        "detach": on_checkin,
         "invalidate": guarded("invalidate", on_invalidate),
         "soft_invalidate": guarded("soft_invalidate", on_soft_invalidate),
         "close": guarded("close", on_close),

@@ -18,10 +18,13 @@ from typing import Any
 
 import structlog
 
+
 def _to_stdlib(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> dict[str, Any]:
     event = str(event_dict.pop("event", ""))
-    fields = " ".join(f"{k}={v!r}" if isinstance(v, str) and " " in v else f"{k}={v}"
-                      for k, v in event_dict.items())
+    fields = " ".join(
+        f"{k}={v!r}" if isinstance(v, str) and " " in v else f"{k}={v}"
+        for k, v in event_dict.items()
+    )
     extra = {"pool_exporter": {**event_dict, "event": event}}
     return {"msg": f"{event} {fields}".rstrip(), "extra": extra}
 

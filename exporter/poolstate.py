@@ -58,8 +58,7 @@ def read_config(pool: Pool, checked_out: int) -> PoolConfig:
             "overflow": 0,
             "idle": max(0, len(pool._all_conns) - checked_out),
         }
-    return {"size": None, "max_overflow": None, "max_connections": None, "overflow": 0,
-            "idle": 0}
+    return {"size": None, "max_overflow": None, "max_connections": None, "overflow": 0, "idle": 0}
 
 
 def default_name(engine: Engine) -> str:

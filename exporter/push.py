@@ -78,8 +78,11 @@ class Pusher:
                 self.seq += 1
                 body = json.dumps(
                     process_snapshot(
-                        self._identity(), instrumentations(),
-                        seq=self.seq, interval=self.interval, final=final,
+                        self._identity(),
+                        instrumentations(),
+                        seq=self.seq,
+                        interval=self.interval,
+                        final=final,
                     ),
                     separators=(",", ":"),
                 ).encode()
@@ -93,8 +96,11 @@ class Pusher:
                 self.failed += 1
                 if self._healthy:
                     self._healthy = False
-                    log.warning("push to sidecar failed; will retry each interval",
-                                url=_redact(self.url), error=_reason(exc))
+                    log.warning(
+                        "push to sidecar failed; will retry each interval",
+                        url=_redact(self.url),
+                        error=_reason(exc),
+                    )
                 return False
             self.sent += 1
             if not self._healthy:

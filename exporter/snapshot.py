@@ -105,8 +105,7 @@ def pool_snapshot(instrumentation: Any, *, top: int = 10) -> dict[str, Any] | No
         "counters": reading.counters,
         "histograms": reading.histograms,
         "held": [
-            {"age_seconds": h.age_seconds, "site": h.site, "thread": h.thread,
-             "leaked": h.leaked}
+            {"age_seconds": h.age_seconds, "site": h.site, "thread": h.thread, "leaked": h.leaked}
             for h in reading.held
         ],
     }

@@ -25,9 +25,11 @@ from :meth:`PoolStats.read` only when a scrape or a push asks.
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 import weakref
+from bisect import bisect_left
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
@@ -90,7 +92,9 @@ class PoolStats:
         buckets: tuple[float, ...] = DEFAULT_BUCKETS,
     ) -> None:
         self.name = name
-        self.lock = threading.Lock()
+        # Reentrant: a garbage-collected connection can be checked in by a finalizer
+        # that runs inside another stats update on the same thread.
+        self.lock = threading.RLock()
         self.leak_threshold = leak_threshold
         self.capture_sites = leak_threshold > 0
         self.checkouts = 0
@@ -102,7 +106,10 @@ class PoolStats:
         self.invalidations_soft = 0
         self.leaks = 0
         self.gc_reclaimed = 0
-        self.pending = 0
+        # pending = started - finished; ``next()`` on a count is atomic, so a waiter
+        # announces itself without taking the lock.
+        self.waits_started = itertools.count()
+        self.waits_finished = 0
         self.held: dict[Any, HeldEntry] = {}
         self.leaked: set[Any] = set()
         self.wait = Histogram(buckets)
@@ -121,7 +128,8 @@ class PoolStats:
         """Start every counter, gauge and histogram from zero, in place (after fork)."""
         for name in COUNTER_NAMES:
             setattr(self, name, 0)
-        self.pending = 0
+        # The hot path holds this count object; zero pending by catching up with it.
+        self.waits_finished = _count_value(self.waits_started)
         self.held.clear()
         self.leaked.clear()
         for hist in (self.wait, self.use, self.connect):
@@ -182,7 +190,7 @@ class PoolStats:
             )
             reading = StatsReading(
                 counters=counters,
-                pending=self.pending,
+                pending=max(0, _count_value(self.waits_started) - self.waits_finished),
                 checked_out=len(self.held),
                 peak_checked_out=peak,
                 leaked=len(self.leaked),
@@ -208,19 +216,26 @@ class PoolStats:
 
     def end_checkout(self, rec: Any, now: float) -> None:
         """Close the checkout held on ``rec``: use time, GC reclaim, leak release."""
-        with self.lock:
-            entry = self.held.pop(rec, None)
-            if entry is None:
+        entry = self.held.get(rec)
+        if entry is None:
+            return  # checked out before instrumenting, or a double checkin
+        age = now - entry[0]
+        ref = entry[3]
+        reclaimed = ref is not None and ref() is None
+        use = self.use
+        self.lock.acquire()
+        try:
+            if self.held.pop(rec, None) is None:
                 return
-            age = now - entry[0]
-            self.use.observe(age)
-            ref = entry[3]
-            reclaimed = ref is not None and ref() is None
+            use.counts[bisect_left(use.bounds, age)] += 1
+            use.sum += age
             if reclaimed:
                 self.gc_reclaimed += 1
             was_leaked = rec in self.leaked
             if was_leaked:
                 self.leaked.discard(rec)
+        finally:
+            self.lock.release()
         if was_leaked:
             log.info(
                 "leaked connection returned",
@@ -229,3 +244,8 @@ class PoolStats:
                 site=sites.describe(entry[1]),
                 reclaimed_by_gc=reclaimed,
             )
+
+
+def _count_value(counter: itertools.count[int]) -> int:
+    # itertools.count exposes its next value only through repr: "count(42)".
+    return int(repr(counter)[6:-1])

@@ -1,0 +1,138 @@
+"""The exporter never hurts the app: errors are swallowed and counted; bad input is refused."""
+
+from __future__ import annotations
+
+import logging
+import os
+import urllib.request
+from collections.abc import Callable
+
+import pytest
+from prometheus_client import CollectorRegistry
+from sqlalchemy import Engine, create_engine, text
+
+import exporter
+from exporter import listeners, runtime
+
+
+def test_bookkeeping_error_never_reaches_the_app(
+    make_engine: Callable[..., Engine],
+    registry: CollectorRegistry,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    engine = make_engine()
+    exporter.instrument(engine, name="broken", registry=registry)
+
+    def boom() -> int:
+        raise RuntimeError("bookkeeping failed")
+
+    monkeypatch.setattr(listeners, "get_ident", boom)
+    caplog.set_level(logging.ERROR, logger="exporter")
+    for _ in range(3):
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT 42")).scalar() == 42
+    assert registry.get_sample_value("pool_exporter_errors_total", {"where": "checkout"}) == 3
+    logged = [r for r in caplog.records if "exporter error suppressed" in r.getMessage()]
+    assert len(logged) == 1  # rate-limited: once a minute however often it happens
+    assert "bookkeeping failed" in logged[0].getMessage()
+
+
+def test_instrument_rejects_what_is_not_an_engine() -> None:
+    with pytest.raises(TypeError, match="takes a sqlalchemy Engine or AsyncEngine, not str"):
+        exporter.instrument("sqlite://")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"leak_threshold": -1}, "leak_threshold"),
+        ({"push_url": "ftp://x"}, "push_url"),
+        ({"buckets": [1, 0.5]}, "strictly increasing"),
+        ({"name": ""}, "name"),
+    ],
+)
+def test_bad_options_raise_one_clear_error_and_change_nothing(
+    kwargs: dict[str, object], message: str
+) -> None:
+    engine = create_engine("sqlite://")
+    count = len(exporter.instrumentations())
+    with pytest.raises(ValueError, match=message) as info:
+        exporter.instrument(engine, **kwargs)  # type: ignore[arg-type]
+    assert "\n" not in str(info.value)
+    assert len(exporter.instrumentations()) == count
+    assert "connect" not in engine.pool.__dict__
+
+
+def test_bad_environment_is_logged_and_ignored(
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    make_engine: Callable[..., Engine],
+) -> None:
+    monkeypatch.setenv("POOL_EXPORTER_LEAK_THRESHOLD", "soon")
+    caplog.set_level(logging.ERROR, logger="exporter")
+    stats = exporter.instrument(make_engine(), name="env", registry=None)
+    assert stats.leak_threshold == 30.0
+    [record] = [
+        r for r in caplog.records if "ignoring invalid exporter environment" in r.getMessage()
+    ]
+    assert "POOL_EXPORTER_LEAK_THRESHOLD" in record.getMessage()
+
+
+def test_environment_sets_options(
+    monkeypatch: pytest.MonkeyPatch, make_engine: Callable[..., Engine]
+) -> None:
+    monkeypatch.setenv("POOL_EXPORTER_LEAK_THRESHOLD", "2.5")
+    stats = exporter.instrument(make_engine(), name="env2", registry=None)
+    assert stats.leak_threshold == 2.5
+    other = exporter.instrument(make_engine(), name="env3", registry=None, leak_threshold=0)
+    assert other.leak_threshold == 0  # arguments win over the environment
+
+
+def test_embedded_http_server_serves_pool_metrics(
+    make_engine: Callable[..., Engine], registry: CollectorRegistry
+) -> None:
+    engine = make_engine()
+    exporter.instrument(engine, name="http", registry=registry)
+    engine.raw_connection().close()
+    server, _thread = exporter.start_http_server(0, addr="127.0.0.1", registry=registry)
+    try:
+        port = server.server_address[1]
+        body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    finally:
+        server.shutdown()
+    assert 'sqlalchemy_pool_checkouts_total{pool="http"} 1.0' in body
+    assert 'sqlalchemy_pool_connections{pool="http",state="idle"} 1.0' in body
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
+def test_forked_child_starts_from_zero_with_its_own_identity(
+    make_engine: Callable[..., Engine], registry: CollectorRegistry
+) -> None:
+    engine = make_engine()
+    stats = exporter.instrument(engine, name="fork", registry=registry)
+    for _ in range(5):
+        engine.raw_connection().close()
+    parent_identity = runtime.identity().instance
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child: report its view, then leave without running atexit hooks
+        try:
+            engine.dispose(close=False)
+            for _ in range(3):
+                engine.raw_connection().close()
+            report = (
+                f"{stats.checkouts} {runtime.identity().instance} {runtime._monitor is not None}"
+            )
+            os.write(write_fd, report.encode())
+        finally:
+            os._exit(0)
+    os.close(write_fd)
+    os.waitpid(pid, 0)
+    child_checkouts, child_identity, monitor = os.read(read_fd, 200).decode().split()
+    os.close(read_fd)
+    assert child_checkouts == "3"
+    assert child_identity != parent_identity
+    assert monitor == "True"
+    assert stats.checkouts == 5
+    assert runtime.identity().instance == parent_identity
