@@ -8,6 +8,9 @@ find (and kill) exactly its own connections on the shared server.
 
 from __future__ import annotations
 
+import asyncio
+import time
+from collections.abc import Callable
 from typing import Any
 
 from prometheus_client import CollectorRegistry
@@ -98,3 +101,12 @@ def expected_counters(**nonzero: int) -> dict[str, int]:
     """Every counter at 0 except the ones given."""
     assert set(nonzero) <= set(COUNTER_KEYS), nonzero
     return {key: nonzero.get(key, 0) for key in COUNTER_KEYS}
+
+
+async def until(predicate: Callable[[], Any], timeout: float = 10.0) -> None:
+    """Async ``wait_for``: yield to the event loop until ``predicate()`` holds."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        await asyncio.sleep(0.01)
