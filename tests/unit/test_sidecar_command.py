@@ -1,0 +1,105 @@
+"""``serve``: flags and environment, invalid settings, the ``listening`` line, shutdown."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from exporter.cli import build_parser
+from exporter.settings import SidecarSettings
+from exporter.sidecar.command import load
+from tests.unit.sidecar_payloads import encode, payload, pool
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def serve(*flags: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("POOL_EXPORTER_")}
+    return subprocess.Popen(
+        [sys.executable, "-m", "exporter", "serve", "--log-format", "json", *flags],
+        stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT,
+        env={**clean, **(env or {})},
+    )
+
+
+def test_every_setting_is_a_flag() -> None:
+    parser = build_parser()
+    for name in SidecarSettings.model_fields:
+        flag = "--" + name.replace("_", "-")
+        assert any(flag in a.option_strings for sub in parser._subparsers._group_actions  # type: ignore[union-attr]
+                   for a in sub.choices["serve"]._actions), flag  # type: ignore[attr-defined]
+
+
+def test_flags_override_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("POOL_EXPORTER_MAX_PROCESSES", "5")
+    monkeypatch.setenv("POOL_EXPORTER_PER_PROCESS", "true")
+    args = build_parser().parse_args(["serve", "--max-processes", "7", "--token", "x"])
+    settings = load(args)
+    assert (settings.max_processes, settings.per_process) == (7, True)
+    assert settings.token is not None and settings.token.get_secret_value() == "x"
+    args = build_parser().parse_args(["serve", "--no-per-process"])
+    assert (load(args).max_processes, load(args).per_process) == (5, False)
+
+
+@pytest.mark.parametrize(
+    ("flags", "env", "line"),
+    [
+        (["--max-body-bytes", "12"], {}, "invalid setting POOL_EXPORTER_MAX_BODY_BYTES "
+         "(max_body_bytes): Input should be greater than or equal to 1024"),
+        ([], {"POOL_EXPORTER_LISTEN": "nowhere"}, "invalid setting POOL_EXPORTER_LISTEN "
+         "(listen): expected host:port, got 'nowhere'"),
+        (["--log-format", "xml", "--token", "hunter2"], {}, "invalid setting "
+         "POOL_EXPORTER_LOG_FORMAT (log_format): String should match pattern "
+         "'^(auto|json|console)$'"),
+    ],
+)
+def test_invalid_setting_exits_2_with_one_line(flags: list[str], env: dict[str, str],
+                                                line: str) -> None:
+    proc = serve(*flags, env=env)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 2
+    assert err == f"sqlalchemy-pool-exporter serve: {line}\n"
+    assert "hunter2" not in err + out
+
+
+def test_serve_listens_on_port_0_logs_addresses_and_stops_on_sigterm() -> None:
+    proc = serve("--listen", "127.0.0.1:0", "--push-listen", "127.0.0.1:0", "--token", "hunter2")
+    assert proc.stderr is not None
+    event = json.loads(proc.stderr.readline())
+    assert event["event"] == "listening"
+    assert event["metrics"].startswith("http://127.0.0.1:")
+    assert event["push"].startswith("http://127.0.0.1:") and event["push"].endswith("/v1/push")
+    request = urllib.request.Request(
+        event["push"], data=encode(payload("a", pools={"db": pool(checkouts=2)})),
+        headers={"Authorization": "Bearer hunter2"}, method="POST")
+    with urllib.request.urlopen(request, timeout=10) as response:
+        assert response.status == 200
+    with urllib.request.urlopen(event["metrics"] + "/metrics", timeout=10) as response:
+        text = response.read().decode()
+    assert 'sqlalchemy_pool_checkouts_total{app="shop",pool="db"} 2.0' in text
+    proc.send_signal(signal.SIGTERM)
+    _, rest = proc.communicate(timeout=30)
+    assert proc.returncode == 0
+    assert [json.loads(x)["event"] for x in rest.splitlines()] == ["stopped"]
+    assert "hunter2" not in rest
+
+
+def test_port_in_use_exits_1_with_one_line() -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        proc = serve("--listen", f"127.0.0.1:{port}", "--push-listen", "127.0.0.1:0")
+        _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 1
+    (line,) = err.splitlines()
+    event = json.loads(line)
+    assert (event["event"], event["error"]) == ("cannot listen", "Address already in use")

@@ -1,0 +1,130 @@
+"""The sidecar's HTTP listeners: exposition, negotiation, health, API, token, real pushes."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import urllib.request
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import create_engine, text
+
+import exporter
+from exporter.settings import SidecarSettings
+from exporter.sidecar import Sidecar
+from tests.unit.sidecar_payloads import encode, payload, pool
+
+
+@pytest.fixture
+def sc() -> Iterator[Sidecar]:
+    sidecar = Sidecar(SidecarSettings(listen="127.0.0.1:0", push_listen="127.0.0.1:0",
+                                      token="t0ken")).start()
+    yield sidecar
+    sidecar.stop()
+
+
+def get(url: str, **headers: str) -> tuple[int, dict[str, str], bytes]:
+    with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=10) as r:
+        return r.status, dict(r.headers), r.read()
+
+
+def send(sc: Sidecar, doc: dict[str, Any], token: str = "t0ken") -> int:
+    request = urllib.request.Request(sc.push_url, data=encode(doc), method="POST", headers={
+        "Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return int(response.status)
+
+
+def samples(body: bytes) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    return {(s.name, frozenset(s.labels.items())): s.value
+            for f in text_string_to_metric_families(body.decode()) for s in f.samples}
+
+
+def test_metrics_text_has_aggregated_pool_and_self_metrics(sc: Sidecar) -> None:
+    assert send(sc, payload("a", pools={"db": pool(checkouts=3)})) == 200
+    assert send(sc, payload("b", pid=2, pools={"db": pool(checkouts=4)})) == 200
+    status, headers, body = get(sc.metrics_url + "/metrics")
+    assert status == 200
+    assert headers["Content-Type"].startswith("text/plain; version=0.0.4")
+    got = samples(body)
+    key = frozenset({("app", "shop"), ("pool", "db")})
+    assert got[("sqlalchemy_pool_checkouts_total", key)] == 7
+    assert got[("sqlalchemy_pool_processes", key)] == 2
+    assert got[("sqlalchemy_pool_max_connections", key)] == 30
+    assert got[("sqlalchemy_pool_wait_seconds_count", key)] == 7
+    assert got[("pool_exporter_pushes_total", frozenset({("result", "accepted")}))] == 2
+    assert got[("pool_exporter_processes", frozenset())] == 2
+    assert ("process_resident_memory_bytes", frozenset()) in got
+    assert not any("process" in dict(labels) for _, labels in got)
+
+
+def test_openmetrics_and_gzip_by_negotiation(sc: Sidecar) -> None:
+    send(sc, payload("a"))
+    _, headers, body = get(sc.metrics_url + "/metrics",
+                           Accept="application/openmetrics-text; version=1.0.0")
+    assert headers["Content-Type"].startswith("application/openmetrics-text")
+    assert body.rstrip().endswith(b"# EOF")
+    _, headers, body = get(sc.metrics_url + "/metrics", **{"Accept-Encoding": "gzip"})
+    assert headers["Content-Encoding"] == "gzip"
+    assert b"sqlalchemy_pool_checkouts_total" in gzip.decompress(body)
+
+
+def test_healthz_on_both_listeners_and_api(sc: Sidecar) -> None:
+    send(sc, payload("a", pid=42))
+    for base in (sc.metrics_url, sc.push_url.removesuffix("/v1/push")):
+        assert json.loads(get(base + "/healthz")[2]) == {"status": "ok", "processes": 1}
+    doc = json.loads(get(sc.metrics_url + "/api/pools")[2])
+    assert [p["process"] for p in doc["processes"]] == ["web-1/42"]
+    assert [(p["app"], p["pool"]) for p in doc["pools"]] == [("shop", "db")]
+    assert "t0ken" not in json.dumps(doc)
+
+
+def test_per_process_series() -> None:
+    sc = Sidecar(SidecarSettings(listen="127.0.0.1:0", push_listen="127.0.0.1:0",
+                                 per_process=True)).start()
+    try:
+        send(sc, payload("a", pid=1, pools={"db": pool(checkouts=3)}))
+        send(sc, payload("b", pid=2, pools={"db": pool(checkouts=5)}))
+        send(sc, payload("b", pid=2, seq=2, final=True, pools={"db": pool(checkouts=6)}))
+        got = samples(get(sc.metrics_url + "/metrics")[2])
+        checkouts = {dict(k)["process"]: v for (n, k), v in got.items()
+                     if n == "sqlalchemy_pool_checkouts_total"}
+        assert checkouts == {"web-1/1": 3, "retired": 6}
+        connections = {dict(k)["process"] for (n, k), v in got.items()
+                       if n == "sqlalchemy_pool_connections"}
+        assert connections == {"web-1/1"}
+    finally:
+        sc.stop()
+
+
+def test_instrumented_engine_pushes_and_final_push_retires_it() -> None:
+    from exporter import runtime
+
+    sc = Sidecar(SidecarSettings(listen="127.0.0.1:0", push_listen="127.0.0.1:0")).start()
+    if runtime.pusher() is not None:  # an earlier test's pusher would keep its old URL
+        runtime.pusher().stop(final=False)
+    engine = create_engine("sqlite://")
+    try:
+        exporter.instrument(engine, name="mem", registry=None, push_url=sc.push_url,
+                            push_interval=0.2, app="unit")
+        pusher = runtime.pusher()
+        for _ in range(5):
+            with engine.connect() as conn:
+                conn.execute(text("select 1"))
+        assert pusher.push()
+        key = frozenset({("app", "unit"), ("pool", "mem")})
+        got = samples(get(sc.metrics_url + "/metrics")[2])
+        assert got[("sqlalchemy_pool_checkouts_total", key)] == 5
+        assert got[("sqlalchemy_pool_processes", key)] == 1
+        pusher.stop(final=True)  # what the atexit hook does
+        got = samples(get(sc.metrics_url + "/metrics")[2])
+        assert got[("sqlalchemy_pool_processes", key)] == 0
+        assert got[("sqlalchemy_pool_checkouts_total", key)] == 5
+        assert sc.aggregator.live_count() == 0
+    finally:
+        exporter.uninstrument(engine)
+        engine.dispose()
+        sc.stop()
