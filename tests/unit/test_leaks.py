@@ -122,7 +122,7 @@ def test_async_connection_reclaimed_by_gc_is_counted(
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # SQLAlchemy warns about the unreturned connection
             gc.collect()
-        await asyncio.sleep(0)
+        await asyncio.sleep(0.3)  # let aiosqlite finish closing the reclaimed connection
 
     asyncio.run(main())
     try:
