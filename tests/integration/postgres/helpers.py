@@ -52,9 +52,10 @@ def async_engine(pg: PgCluster, name: str, **kwargs: Any) -> AsyncEngine:
 class PoolMetrics:
     """The series of one pool as rendered by a private registry."""
 
-    def __init__(self, engine: Any, name: str, **instrument_kwargs: Any) -> None:
+    def __init__(self, engine: Any, name: str, registry: CollectorRegistry | None = None,
+                 **instrument_kwargs: Any) -> None:
         self.name = name
-        self.registry = CollectorRegistry()
+        self.registry = CollectorRegistry() if registry is None else registry
         exporter.instrument(engine, name=name, registry=self.registry, **instrument_kwargs)
 
     def get(self, metric: str, **labels: str) -> float | None:
