@@ -93,7 +93,8 @@ def _api_pool(agg: Aggregator, group: Group, top: int) -> dict[str, Any]:
     per_process = []
     for instance, data in group.members.items():
         label = agg.processes[instance].push.process
-        per_process.append({"process": label, "instance": instance, "gauges": data.gauges})
+        per_process.append({"process": label, "instance": instance, "gauges": data.gauges,
+                            "counters": data.counters})
         held.extend({"process": label, **h} for h in data.held)
     held.sort(key=lambda h: -h["age_seconds"])
     sites: dict[str, dict[str, Any]] = {}
