@@ -1,0 +1,170 @@
+"""Scenario 3: the server restarts while the app is busy.
+
+Three workers query in a loop through a ``pool_pre_ping`` pool of 3. The server is
+stopped (``pg_ctl stop -m fast``: clients are disconnected) and started again.
+
+What must hold, counted exactly against independent witnesses:
+
+* while the server is down, every refused checkout is one failed connection attempt:
+  ``connect_errors_total`` equals the failures the app saw at ``engine.connect()`` and
+  equals SQLAlchemy's own ``do_connect`` attempts minus its ``connect`` events;
+* ``connections_created_total`` equals SQLAlchemy's ``connect`` events;
+* every successful ``engine.connect()`` is one checkout, whether its query then worked
+  or died with the server, and every checkout ended: ``checked_out`` and ``pending``
+  are back to 0 and ``use_seconds_count`` equals ``checkouts_total`` (no stuck count).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from sqlalchemy import event, text
+
+import exporter
+from tests.integration.pgcluster import PgCluster, wait_for
+from tests.integration.postgres.helpers import PoolMetrics, async_engine, sync_engine
+
+WORKERS = 3
+POOL = {"pool_size": 3, "max_overflow": 0, "pool_pre_ping": True, "pool_timeout": 10}
+
+
+class Tally:
+    """What the app and SQLAlchemy itself saw, for comparison with the exporter."""
+
+    def __init__(self, sync_engine: Any) -> None:
+        self.ok = 0
+        self.query_failed = 0
+        self.connect_failed = 0
+        self.attempts = 0
+        self.opened = 0
+        self.invalidated = 0
+        self.lock = threading.Lock()
+        event.listen(sync_engine, "do_connect", self._count("attempts"))
+        event.listen(sync_engine, "connect", self._count("opened"))
+        event.listen(sync_engine, "invalidate", self._count("invalidated"))
+
+    def _count(self, field: str) -> Callable[..., None]:
+        def listener(*_: Any) -> None:
+            self.add(field)
+
+        return listener
+
+    def add(self, field: str) -> None:
+        with self.lock:
+            setattr(self, field, getattr(self, field) + 1)
+
+
+def run_phases(pg: PgCluster, metrics: PoolMetrics, tally: Tally,
+               wait: Callable[[Callable[[], Any]], None]) -> None:
+    """Load, stop the server, see errors counted while down, start, see recovery."""
+    wait(lambda: tally.ok >= 30)
+    pg.stop()
+    wait(lambda: metrics.counters()["connect_errors"] >= 6)
+    down_errors = metrics.counters()["connect_errors"]
+    assert down_errors >= 6 and tally.connect_failed >= 6
+    ok_before = tally.ok
+    pg.start()
+    wait(lambda: tally.ok >= ok_before + 30)
+
+
+def check(metrics: PoolMetrics, tally: Tally) -> None:
+    counters = metrics.counters()
+    print("exporter:", counters, "app/SQLAlchemy:", vars(tally))  # shown on failure
+    assert counters["connect_errors"] == tally.connect_failed == tally.attempts - tally.opened
+    assert counters["connections_created"] == tally.opened
+    assert counters["checkouts"] == tally.ok + tally.query_failed
+    assert counters["invalidations_hard"] == tally.invalidated >= 1
+    assert counters["checkout_timeouts"] == 0
+    assert metrics.gauge("checked_out") == 0
+    assert metrics.gauge("pending") == 0
+    assert metrics.histogram("use_seconds")["count"] == counters["checkouts"]
+    assert metrics.gauge("idle") == WORKERS  # the pool is whole again
+
+
+def test_restart_under_load_sync(pg: PgCluster) -> None:
+    name = "restart-psycopg2"
+    engine = sync_engine(pg, name, **POOL)
+    metrics = PoolMetrics(engine, name)
+    tally = Tally(engine)
+    stop = threading.Event()
+
+    def work() -> None:
+        while not stop.is_set():
+            try:
+                conn = engine.connect()
+            except Exception:
+                tally.add("connect_failed")
+                time.sleep(0.02)
+                continue
+            try:
+                conn.execute(text("SELECT 1"))
+                tally.add("ok")
+            except Exception:
+                tally.add("query_failed")
+            finally:
+                conn.close()
+            time.sleep(0.005)
+
+    workers = [threading.Thread(target=work) for _ in range(WORKERS)]
+    try:
+        for t in workers:
+            t.start()
+        run_phases(pg, metrics, tally, lambda p: wait_for(p, timeout=30))
+    finally:
+        stop.set()
+        for t in workers:
+            t.join(30)
+    try:
+        check(metrics, tally)
+    finally:
+        exporter.uninstrument(engine)
+        engine.dispose()
+
+
+def test_restart_under_load_asyncpg(pg: PgCluster) -> None:
+    name = "restart-asyncpg"
+
+    async def main() -> None:
+        engine = async_engine(pg, name, **POOL)
+        metrics = PoolMetrics(engine, name)
+        tally = Tally(engine.sync_engine)
+        stop = asyncio.Event()
+
+        async def work() -> None:
+            while not stop.is_set():
+                try:
+                    conn = await engine.connect()
+                except Exception:
+                    tally.add("connect_failed")
+                    await asyncio.sleep(0.02)
+                    continue
+                try:
+                    await conn.execute(text("SELECT 1"))
+                    tally.add("ok")
+                except Exception:
+                    tally.add("query_failed")
+                finally:
+                    await conn.close()
+                await asyncio.sleep(0.005)
+
+        workers = [asyncio.create_task(work()) for _ in range(WORKERS)]
+
+        try:
+            loop = asyncio.get_running_loop()
+            # Server control blocks; run it in a thread so the workers keep working.
+            await loop.run_in_executor(None, run_phases, pg, metrics, tally,
+                                       lambda p: wait_for(p, timeout=30))
+        finally:
+            stop.set()
+            await asyncio.gather(*workers)
+        try:
+            check(metrics, tally)
+        finally:
+            exporter.uninstrument(engine)
+            await engine.dispose()
+
+    asyncio.run(main())
