@@ -177,10 +177,11 @@ class Rules:
                 f"{wait_q} > {float(slow['threshold_seconds']):g}\nand\n"
                 f"{slow_checkouts} > {min_rate}",
                 "Getting a connection from a SQLAlchemy pool is slow.",
-                f"{POOL_REF}: {quantile * 100:g}% of checkouts over the last {slow['window']}"
-                " took up to {{ $value | humanizeDuration }} to get a connection (threshold"
-                f" {float(slow['threshold_seconds']) * 1000:g}ms), for {slow['for']}. Every"
-                " request pays this before its first query.",
+                f"{POOL_REF}: the {quantile * 100:g}th percentile of the time to get a"
+                f" connection over the last {slow['window']} is"
+                " {{ $value | humanizeDuration }} (threshold"
+                f" {float(slow['threshold_seconds']) * 1000:g}ms), for {slow['for']}. Requests"
+                " pay this before their first query.",
             ),
             self.alert(
                 "SQLAlchemyPoolConnectionLeak",
@@ -194,17 +195,18 @@ class Rules:
                 "SQLAlchemyPoolHighInvalidationRate",
                 f"{inv_ratio} > {inv['threshold']}\nand\n{inv_checkouts} > {min_rate}",
                 "Many connections of a SQLAlchemy pool are being invalidated.",
-                f"{POOL_REF}: {{{{ $value | humanizePercentage }}}} of checkouts over the last"
-                f" {inv['window']} invalidated a connection (disconnects, failed pre-pings,"
-                f" explicit invalidation), for {inv['for']}. Connections are dying under the"
+                f"{POOL_REF}: invalidated connections (disconnects, failed pre-pings, explicit"
+                " invalidation) amount to {{ $value | humanizePercentage }} of checkouts over"
+                f" the last {inv['window']}, for {inv['for']}. Connections are dying under the"
                 " app.",
             ),
             self.alert(
                 "SQLAlchemyPoolConnectErrors",
                 f"{connect_errors} > {ce['threshold']}",
                 "A SQLAlchemy pool cannot open database connections.",
-                f"{POOL_REF}: {{{{ printf \"%.2f\" $value }}}} failed attempts per second to"
-                f" open a database connection over the last {ce['window']}, for {ce['for']}.",
+                f"{POOL_REF}: {{{{ printf \"%.2f\" $value }}}} attempts per second to open a"
+                f" database connection failed over the last {ce['window']}, and failures have"
+                f" gone on for {ce['for']}.",
             ),
             self.budget_alert(),
             self.exporter_down_alert(),
@@ -255,7 +257,7 @@ class Rules:
             "{{ . | first | value }}{{ end }} (max_connections minus reserved connections)."
             " Pools:"
             f" {{{{ range $i, $p := printf `{pools_query}` {args} | query"
-            ' | sortByLabel "pool" }}'
+            ' | sortByLabel "app" | sortByLabel "pool" }}'
             "{{ if $i }}, {{ end }}{{ $p.Labels.pool }}{{ with $p.Labels.app }} of app {{ . }}"
             "{{ end }} ({{ $p.Value }}){{ end }}. When they are all busy at once, the server"
             " refuses new connections (\"too many clients already\")."
@@ -281,9 +283,12 @@ class Rules:
             "{{ else }}Prometheus has had no target of the SQLAlchemy pool exporter"
             f" ({self.cfg['exporter_selector']}) for {d['for']}{{{{ end }}}}:"
             " pool metrics are missing and no other pool alert can fire for them."
-            f"{{{{ range printf `{pools_query}` $labels.instance $labels.job | query"
-            " | sortByLabel \"pool\" }} Last seen: pool {{ .Labels.pool }}"
-            "{{ with .Labels.app }} of app {{ . }}{{ end }}.{{ end }}"
+            f"{{{{ range $i, $p := printf `{pools_query}` $labels.instance $labels.job | query"
+            ' | sortByLabel "app" | sortByLabel "pool" }}'
+            "{{ if $i }},{{ else }} Pools it served:{{ end }}"
+            " {{ $p.Labels.pool }}{{ with $p.Labels.app }} of app {{ . }}{{ end }}{{ end }}"
+            "{{ with printf `" + pools_query + "` $labels.instance $labels.job | query }}."
+            "{{ end }}"
         )
         return self.alert(
             "SQLAlchemyPoolExporterDown",
