@@ -1,0 +1,135 @@
+"""The image's entrypoint and the bundled assets, from the built wheel in a fresh virtualenv.
+
+No docker engine exists where the suite runs, so this mirrors the Dockerfile instead of
+building it (see ``conftest.image_venv``): the build stage's own RUN line makes the
+wheel and the virtualenv, and the ENTRYPOINT and HEALTHCHECK commands are read from the
+Dockerfile and run from that virtualenv, configured only by POOL_EXPORTER_* variables.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import threading
+import time
+import urllib.request
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from exporter.assets import iter_assets
+from tests.deploy.conftest import ImageVenv
+from tests.deploy.tools import ROOT, read_dockerfile
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+def test_wheel_carries_exactly_the_repository_assets(image_venv: ImageVenv) -> None:
+    expected = list(iter_assets(ROOT))
+    assert {str(p) for p in expected} >= {
+        "grafana/dashboards/sqlalchemy-pools.json", "prometheus/alerts.yaml",
+        "prometheus/recording.yaml"}
+    with zipfile.ZipFile(image_venv.wheel) as wheel:
+        packaged = {name.removeprefix("exporter/_assets/"): wheel.read(name)
+                    for name in wheel.namelist() if name.startswith("exporter/_assets/")}
+    assert sorted(packaged) == sorted(str(p) for p in expected)
+    for relative in expected:
+        assert packaged[str(relative)] == (ROOT / relative).read_bytes(), relative
+
+
+def test_installed_package_reads_its_packaged_assets(image_venv: ImageVenv,
+                                                     tmp_path: Path) -> None:
+    result = subprocess.run(
+        [str(image_venv.bin / "python"), "-c",
+         "import exporter, exporter.assets as a; print(exporter.__file__); print(a.asset_root())"],
+        cwd=tmp_path, env=image_venv.env(), capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    module, root = result.stdout.split()
+    site = image_venv.venv / "lib"
+    assert Path(module).is_relative_to(site)  # the wheel, not this checkout
+    assert Path(root).is_relative_to(site) and Path(root).parts[-2:] == ("exporter", "_assets")
+
+
+def test_assets_command_writes_files_identical_to_the_repository(image_venv: ImageVenv,
+                                                                  tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    result = subprocess.run(
+        [str(image_venv.bin / "sqlalchemy-pool-exporter"), "assets", "--output", str(out)],
+        cwd=tmp_path, env=image_venv.env(), capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    expected = list(iter_assets(ROOT))
+    assert result.stdout.splitlines() == [str(out / p) for p in expected]
+    written = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
+    assert written == sorted(str(p) for p in expected)
+    for relative in expected:
+        assert (out / relative).read_bytes() == (ROOT / relative).read_bytes(), relative
+
+
+def _start_entrypoint(image_venv: ImageVenv, cwd: Path) -> tuple[subprocess.Popen[str],
+                                                                  dict[str, Any], list[str]]:
+    entrypoint = read_dockerfile()[-1].exec_form("ENTRYPOINT")
+    env = image_venv.env(POOL_EXPORTER_LISTEN="127.0.0.1:0",
+                         POOL_EXPORTER_PUSH_LISTEN="127.0.0.1:0",
+                         POOL_EXPORTER_LOG_FORMAT="json")
+    process = subprocess.Popen([str(image_venv.bin / entrypoint[0]), *entrypoint[1:]],
+                               cwd=cwd, env=env, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE, text=True)
+    assert process.stderr is not None
+    stderr = process.stderr
+    lines: list[str] = []
+    found: dict[str, Any] = {}
+    ready = threading.Event()
+
+    def drain() -> None:
+        for line in stderr:
+            lines.append(line)
+            try:
+                event = json.loads(line)
+            except ValueError:
+                continue
+            if event.get("event") == "listening":
+                found.update(event)
+                ready.set()
+        ready.set()
+
+    threading.Thread(target=drain, daemon=True).start()
+    ready.wait(30)
+    return process, found, lines
+
+
+def _healthcheck(image_venv: ImageVenv, cwd: Path, port: int) -> int:
+    command = read_dockerfile()[-1].exec_form("HEALTHCHECK")
+    assert command[0] == "python"
+    result = subprocess.run([str(image_venv.bin / "python"), *command[1:]], cwd=cwd,
+                            env=image_venv.env(POOL_EXPORTER_LISTEN=f"0.0.0.0:{port}"),
+                            capture_output=True, text=True, timeout=30)
+    return result.returncode
+
+
+def test_entrypoint_serves_healthz_and_the_healthcheck_sees_it(image_venv: ImageVenv,
+                                                               tmp_path: Path) -> None:
+    process, found, lines = _start_entrypoint(image_venv, tmp_path)
+    try:
+        assert found, "no 'listening' line: " + "".join(lines[-5:])
+        port = int(found["metrics"].rsplit(":", 1)[1])
+        assert found["metrics"] == f"http://127.0.0.1:{port}"
+        assert found["push"].startswith("http://127.0.0.1:") and found["push"].endswith("/v1/push")
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=10) as response:
+            assert response.status == 200
+            assert json.loads(response.read()) == {"status": "ok", "processes": 0}
+        # The image's HEALTHCHECK, with the metrics port the container was given.
+        assert _healthcheck(image_venv, tmp_path, port) == 0
+        # `docker stop` sends SIGTERM: the sidecar exits cleanly and promptly.
+        started = time.monotonic()
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(15) == 0
+        assert time.monotonic() - started < 10
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(5)
+    # Nobody listens any more: the healthcheck must now fail.
+    assert _healthcheck(image_venv, tmp_path, port) == 1
