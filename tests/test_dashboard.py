@@ -356,3 +356,19 @@ def test_thresholds_match_the_alert_rules() -> None:
     near_exhaustion = alerts["SQLAlchemyPoolNearExhaustion"]["threshold"]
     slow_checkout = alerts["SQLAlchemyPoolSlowCheckout"]["threshold_seconds"]
     assert (near_exhaustion, slow_checkout) == (generator.UTIL_WARN, generator.WAIT_WARN)
+
+
+def test_provisioning_loads_the_dashboards_dir_with_a_prometheus_datasource() -> None:
+    provisioning = GRAFANA / "provisioning"
+    datasources = yaml.safe_load((provisioning / "datasources" / "prometheus.yaml").read_text())
+    providers = yaml.safe_load(
+        (provisioning / "dashboards" / "sqlalchemy-pool-exporter.yaml").read_text())
+    assert datasources["apiVersion"] == providers["apiVersion"] == 1
+    [source] = datasources["datasources"]
+    # The dashboard's datasource variable lists data sources of this type.
+    assert source["type"] == dashboard()["templating"]["list"][0]["query"] == "prometheus"
+    assert source["isDefault"] is True
+    [provider] = providers["providers"]
+    assert provider["type"] == "file"
+    # Where the compose stack mounts grafana/dashboards.
+    assert provider["options"]["path"] == "/var/lib/grafana/dashboards"
