@@ -5,7 +5,8 @@ stopped (``pg_ctl stop -m fast``: clients are disconnected) and started again.
 
 What must hold, counted exactly against independent witnesses:
 
-* while the server is down, every refused checkout is one failed connection attempt:
+* while the server is down, the probe reports ``sqlalchemy_pool_db_up 0`` and every
+  refused checkout is one failed connection attempt:
   ``connect_errors_total`` equals the failures the app saw at ``engine.connect()`` and
   equals SQLAlchemy's own ``do_connect`` attempts minus its ``connect`` events;
 * ``connections_created_total`` equals SQLAlchemy's ``connect`` events;
@@ -25,6 +26,7 @@ from typing import Any
 from sqlalchemy import event, text
 
 import exporter
+from exporter.probe import DatabaseProbe
 from tests.integration.pgcluster import PgCluster, wait_for
 from tests.integration.postgres.helpers import PoolMetrics, async_engine, sync_engine
 
@@ -42,6 +44,7 @@ class Tally:
         self.attempts = 0
         self.opened = 0
         self.invalidated = 0
+        self.finished = 0
         self.lock = threading.Lock()
         event.listen(sync_engine, "do_connect", self._count("attempts"))
         event.listen(sync_engine, "connect", self._count("opened"))
@@ -61,19 +64,32 @@ class Tally:
 def run_phases(pg: PgCluster, metrics: PoolMetrics, tally: Tally,
                wait: Callable[[Callable[[], Any]], None]) -> None:
     """Load, stop the server, see errors counted while down, start, see recovery."""
-    wait(lambda: tally.ok >= 30)
-    pg.stop()
-    wait(lambda: metrics.counters()["connect_errors"] >= 6)
-    down_errors = metrics.counters()["connect_errors"]
-    assert down_errors >= 6 and tally.connect_failed >= 6
-    ok_before = tally.ok
-    pg.start()
-    wait(lambda: tally.ok >= ok_before + 30)
+    probe = DatabaseProbe(pg.url(user="monitor"))
+    metrics.registry.register(probe)
+    up = {"database": "postgres"}
+    try:
+        wait(lambda: tally.ok >= 30)
+        assert probe.probe_once()
+        assert metrics.registry.get_sample_value("sqlalchemy_pool_db_up", up) == 1
+        pg.stop()
+        wait(lambda: metrics.counters()["connect_errors"] >= 6)
+        assert tally.connect_failed >= 6
+        assert not probe.probe_once()
+        assert metrics.registry.get_sample_value("sqlalchemy_pool_db_up", up) == 0
+        assert 0 <= (metrics.gauge("checked_out") or 0) <= WORKERS
+        ok_before = tally.ok
+        pg.start()
+        wait(lambda: tally.ok >= ok_before + 30)
+        assert probe.probe_once()
+        assert metrics.registry.get_sample_value("sqlalchemy_pool_db_up", up) == 1
+    finally:
+        probe.stop()
 
 
 def check(metrics: PoolMetrics, tally: Tally) -> None:
     counters = metrics.counters()
     print("exporter:", counters, "app/SQLAlchemy:", vars(tally))  # shown on failure
+    assert tally.finished == WORKERS  # no worker died of an unexpected error
     assert counters["connect_errors"] == tally.connect_failed == tally.attempts - tally.opened
     assert counters["connections_created"] == tally.opened
     assert counters["checkouts"] == tally.ok + tally.query_failed
@@ -100,14 +116,18 @@ def test_restart_under_load_sync(pg: PgCluster) -> None:
                 tally.add("connect_failed")
                 time.sleep(0.02)
                 continue
+            failed = False
             try:
                 conn.execute(text("SELECT 1"))
-                tally.add("ok")
             except Exception:
-                tally.add("query_failed")
-            finally:
+                failed = True
+            try:  # ending the transaction on a connection the server dropped may fail too
                 conn.close()
+            except Exception:
+                failed = True
+            tally.add("query_failed" if failed else "ok")
             time.sleep(0.005)
+        tally.add("finished")
 
     workers = [threading.Thread(target=work) for _ in range(WORKERS)]
     try:
@@ -142,14 +162,18 @@ def test_restart_under_load_asyncpg(pg: PgCluster) -> None:
                     tally.add("connect_failed")
                     await asyncio.sleep(0.02)
                     continue
+                failed = False
                 try:
                     await conn.execute(text("SELECT 1"))
-                    tally.add("ok")
                 except Exception:
-                    tally.add("query_failed")
-                finally:
+                    failed = True
+                try:
                     await conn.close()
+                except Exception:
+                    failed = True
+                tally.add("query_failed" if failed else "ok")
                 await asyncio.sleep(0.005)
+            tally.add("finished")
 
         workers = [asyncio.create_task(work()) for _ in range(WORKERS)]
 
