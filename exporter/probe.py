@@ -142,8 +142,8 @@ class DatabaseProbe(Collector):
             self._kwargs["connection_factory"] = connection_factory
         self._conn: Any = None
         self._lock = threading.Lock()
+        # The last probe's result; None until the first success and after a failure.
         self._result: ProbeResult | None = None
-        self._up = False
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.probes = 0
@@ -175,9 +175,9 @@ class DatabaseProbe(Collector):
                 except Exception as retry_exc:
                     self._close()
                     return self._failed(retry_exc)
-            if not self._up and self.failures:
+            if self._result is None and self.failures:
                 log.info("database probe recovered", target=self.target)
-            self._result, self._up, self.last_error = result, True, None
+            self._result, self.last_error = result, None
             return True
 
     def _query(self) -> ProbeResult:
@@ -193,11 +193,11 @@ class DatabaseProbe(Collector):
     def _failed(self, exc: BaseException) -> bool:
         self.failures += 1
         error = redact(f"{type(exc).__name__}: {str(exc).strip()}", self._secret)
-        if self._up or self.failures == 1:
+        if self._result is not None or self.failures == 1:
             log.warning("database probe failed", target=self.target, error=error)
         else:
             log.debug("database probe failed", target=self.target, error=error)
-        self._up, self._result, self.last_error = False, None, error
+        self._result, self.last_error = None, error
         return False
 
     def _close(self) -> None:
@@ -243,7 +243,7 @@ class DatabaseProbe(Collector):
         """The ``sqlalchemy_pool_db_*`` families from the last probe (no database access)."""
         labels = ["database"]
         db = [self.database]
-        result = self._result if self._up else None
+        result = self._result  # one read: a probe finishing meanwhile cannot mix results
         up = GaugeMetricFamily("sqlalchemy_pool_db_up",
                                "1 if the last database probe succeeded.", labels=labels)
         up.add_metric(db, 1.0 if result is not None else 0.0)
