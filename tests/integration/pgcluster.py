@@ -219,8 +219,15 @@ class PgCluster:
         return len(pids)
 
     def wait_quiet(self) -> None:
-        """Wait until no client backend is left (earlier tests' closes are asynchronous)."""
-        wait_for(lambda: not self.backends(), timeout=10)
+        """Wait until no client backend is left (earlier tests' closes are asynchronous).
+
+        Backends still there after a few seconds belong to a test that failed before
+        disposing its engine: they are terminated, so one failure does not cascade.
+        """
+        try:
+            wait_for(lambda: not self.backends(), timeout=3)
+        except AssertionError:
+            self.terminate_backends()
 
     def server_log(self) -> str:
         """Everything the server has logged so far."""
