@@ -60,10 +60,8 @@ def rate(metric: str, scope: str = POOL, extra: str = "") -> str:
     return f"rate({sel(metric, scope, extra)}[{RATE}])"
 
 
-def quantile(q: float, histogram: str) -> str:
-    return (
-        f"histogram_quantile({q}, sum by ({BY}, le) ({rate(histogram + '_bucket')}))"
-    )
+def quantile(q: float, histogram: str, by: str = BY) -> str:
+    return f"histogram_quantile({q}, sum by ({by}, le) ({rate(histogram + '_bucket')}))"
 
 
 def target(expr: str, legend: str = LEGEND, ref: str = "A", **extra: Any) -> Json:
@@ -188,11 +186,58 @@ def row(title: str, *panels: Json, collapsed: bool = False) -> list[Json]:
     return [header, *panels]
 
 
+def pools_table() -> Json:
+    """One row per pool (per process with the sidecar's per-process output): where it hurts."""
+    by = f"{BY}, process"  # `process` exists only with per-process output
+    columns = [  # (header, expr, unit, thresholds)
+        ("peak utilization", f"max by ({by}) ({sel('sqlalchemy_pool_peak_utilization_ratio')})",
+         "percentunit", thresholds(UTIL_WARN, UTIL_CRIT)),
+        ("pending", f"sum by ({by}) ({sel('sqlalchemy_pool_pending')})", "short",
+         thresholds(None, 1)),
+        ("timeouts/s", f"sum by ({by}) ({rate('sqlalchemy_pool_checkout_timeouts_total')})",
+         "ops", thresholds(None, 1e-9)),
+        ("leaked", f"sum by ({by}) ({sel('sqlalchemy_pool_leaked_connections')})", "short",
+         thresholds(None, 1)),
+        ("oldest checkout", f"max by ({by}) ({sel('sqlalchemy_pool_oldest_checkout_seconds')})",
+         "s", thresholds(HOLD_WARN, HOLD_CRIT)),
+        ("wait p99", quantile(0.99, "sqlalchemy_pool_wait_seconds", by), "s",
+         thresholds(WAIT_WARN, WAIT_CRIT)),
+    ]
+    refs = [chr(ord("A") + i) for i in range(len(columns))]
+    tgts = [target(expr, legend="", ref=ref, format="table", instant=True)
+            for ref, (_, expr, _, _) in zip(refs, columns, strict=True)]
+    overrides = [
+        {"matcher": {"id": "byName", "options": header},
+         "properties": [{"id": "unit", "value": unit}, {"id": "thresholds", "value": limits},
+                        {"id": "custom.cellOptions", "value": {"type": "color-text"}}]}
+        for header, _, unit, limits in columns
+    ]
+    table = panel(
+        "table", "Pools at a glance",
+        "Every selected pool now, worst peak utilization first: which app and pool (and, "
+        "with the sidecar's per-process output, which process) is in trouble, and "
+        "whether it is waiting (pending, timeouts, wait p99) or holding (leaked, oldest "
+        "checkout). Blank utilization: an unbounded pool.",
+        tgts, "short", thresholds(), h=8,
+        options={"showHeader": True, "cellHeight": "sm",
+                 "sortBy": [{"displayName": "peak utilization", "desc": True}]},
+    )
+    table["fieldConfig"]["overrides"] = overrides
+    table["transformations"] = [
+        {"id": "merge", "options": {}},
+        {"id": "organize", "options": {
+            "excludeByName": {"Time": True},
+            "renameByName": {f"Value #{ref}": header
+                             for ref, (header, _, _, _) in zip(refs, columns, strict=True)},
+        }},
+    ]
+    return table
+
+
 def overview() -> list[Json]:
     alerts = ('ALERTS{alertname=~"SQLAlchemyPool.*", alertstate="firing", '
               'namespace=~"$namespace", app=~"$app", pool=~"$pool"}')
-    table_options = {"showHeader": True, "cellHeight": "sm",
-                     "footer": {"show": False, "reducer": ["sum"], "fields": ""}}
+    table_options = {"showHeader": True, "cellHeight": "sm"}
     return row(
         "Overview",
         stat("Peak utilization (worst pool)",
@@ -222,7 +267,9 @@ def overview() -> list[Json]:
               "Prometheus). Empty is good.",
               [target(f"sum by (alertname, severity, app, pool) ({alerts})", legend="",
                       format="table", instant=True)],
-              "short", thresholds(None, 1), w=8, h=5, options=table_options),
+              "short", thresholds(None, 1), w=8, h=5, options=table_options)
+        | {"transformations": [{"id": "organize", "options": {
+            "excludeByName": {"Time": True, "Value": True}}}]},
         timeseries("Utilization and peak utilization against the limit",
                    "Checked-out connections as a share of the pool's hard limit "
                    "(pool_size + max_overflow), per pool: 'now' is the scrape-time value, "
@@ -234,8 +281,9 @@ def overview() -> list[Json]:
                        (f"max by ({BY}) ({sel('sqlalchemy_pool_peak_utilization_ratio')})",
                         f"peak {LEGEND}"),
                    ),
-                   "percentunit", thresholds(UTIL_WARN, UTIL_CRIT), w=24,
+                   "percentunit", thresholds(UTIL_WARN, UTIL_CRIT),
                    threshold_lines=True, max=1),
+        pools_table(),
     )
 
 

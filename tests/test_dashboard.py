@@ -314,7 +314,7 @@ def test_rows_in_order() -> None:
 
 def test_every_panel_has_description_unit_thresholds_and_the_datasource_variable() -> None:
     panels = [p for p in all_panels(dashboard()) if p["type"] != "row"]
-    assert len(panels) == 29
+    assert len(panels) == 30
     for panel in panels:
         defaults = panel["fieldConfig"]["defaults"]
         assert len(panel["description"]) > 40, panel["title"]
