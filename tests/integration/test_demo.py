@@ -1,0 +1,48 @@
+"""The README's main job: sidecar + worker processes, metrics served, stops by itself."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import time
+import urllib.request
+
+
+def test_demo_runs_sidecar_and_workers_and_stops_by_itself() -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "exporter", "demo", "--duration", "12", "--port", "0",
+         "--workers", "2", "--leak-rate", "0.05", "--leak-threshold", "1"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    assert proc.stdout is not None
+    base = None
+    lines: list[str] = []
+    deadline = time.monotonic() + 30
+    while base is None and time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        lines.append(line)
+        match = re.search(r"(http://127\.0\.0\.1:\d+)/metrics", line)
+        if match:
+            base = match.group(1)
+    assert base, "".join(lines)
+    time.sleep(4)  # both workers have pushed; the kill comes at 6 s
+    body = urllib.request.urlopen(f"{base}/metrics", timeout=5).read().decode()
+    out, _ = proc.communicate(timeout=60)
+    out = "".join(lines) + out
+    assert proc.returncode == 0, out
+
+    labels = '{app="shop",pool="shop-db"}'
+    assert f"sqlalchemy_pool_processes{labels} 2.0" in body
+    assert f"sqlalchemy_pool_max_connections{labels} 10.0" in body
+    checkouts = re.search(rf"sqlalchemy_pool_checkouts_total{re.escape(labels)} (\S+)", body)
+    assert checkouts and float(checkouts.group(1)) > 0
+    assert "killed worker pid" in out
+    # The sidecar's totals never go backwards, across the SIGKILL and the final pushes.
+    seen = [int(n) for n in re.findall(r"^demo: (?:final )?processes=\d+ .*checkouts=(\d+)",
+                                       out, re.M)]
+    assert len(seen) >= 4 and seen == sorted(seen), seen
+    assert re.search(r"^demo: final processes=0 ", out, re.M)  # every worker retired at exit
+    assert "connection leak suspected" in out
+    assert "site='exporter/demo.py:" in out
+    assert out.rstrip().endswith("demo: done")
