@@ -27,6 +27,31 @@ if [ ! -x .venv/bin/python ]; then python3 -m venv .venv; fi
 .venv/bin/pip install -q --upgrade pip >/dev/null
 .venv/bin/pip install -q -e ".[test]" "sqlalchemy[asyncio]>=2.1,<2.2"
 
+# >>> Deploy: kubectl (kustomize rendering), docker-compose (`config` only: no engine is
+# needed) and node/npm (CRD schema check of deploy/kubernetes) from Debian when missing;
+# hadolint and kubernetes-validate come with the [test] extras.
+deploy_debs=()
+command -v kubectl >/dev/null 2>&1 || deploy_debs+=(kubernetes-client)
+command -v docker-compose >/dev/null 2>&1 || docker compose version >/dev/null 2>&1 \
+    || deploy_debs+=(docker-compose)
+command -v npm >/dev/null 2>&1 || deploy_debs+=(nodejs npm)
+if [ ${#deploy_debs[@]} -gt 0 ]; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        echo "test.sh: installing ${deploy_debs[*]}"
+        DEBIAN_FRONTEND=noninteractive apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${deploy_debs[@]}" >/dev/null
+    else
+        echo "test.sh: missing; install: apt-get install ${deploy_debs[*]}" >&2
+    fi
+fi
+if command -v npm >/dev/null 2>&1; then
+    (cd tests/deploy/crd && npm ci --prefer-offline --no-audit --no-fund --loglevel=error >/dev/null)
+else
+    echo "test.sh: npm not found; the CRD check of deploy/kubernetes needs node and npm" >&2
+    if [ -n "${CI:-}" ]; then exit 1; fi
+fi
+# <<< Deploy
+
 # >>> Grafana dashboard: node modules of its schema check (@grafana/schema + TypeScript),
 # the generator's lint and types. Without npm the schema check cannot run: fatal in CI.
 if command -v npm >/dev/null 2>&1; then
