@@ -169,3 +169,59 @@ def test_alerts_only_read_recorded_series_that_exist() -> None:
 def test_config_sets_every_alert(alert: str) -> None:
     config = load(RULES / "config.yaml")
     assert config["alerts"][alert]["severity"] == SPEC_ALERTS[alert]
+
+
+def example_prometheus_config(tmp_path: Path, with_kubernetes: bool) -> Path:
+    """deploy/prometheus/prometheus.yml laid out as documented, in ``tmp_path``."""
+    text = (ROOT / "deploy" / "prometheus" / "prometheus.yml").read_text()
+    if with_kubernetes:
+        block = re.search(
+            r"  # --- kubernetes_sd example begin\n(.*?)\n  # --- kubernetes_sd example end",
+            text, re.S,
+        )
+        assert block is not None
+        uncommented = "\n".join(
+            re.sub(r"^  # ?", "  ", line) for line in block.group(1).splitlines()
+        )
+        # Debian's Prometheus is built without Kubernetes service discovery, so promtool
+        # there rejects kubernetes_sd_configs; check everything else of the job (its
+        # relabelling) with the discovery swapped for a static target.
+        assert "    kubernetes_sd_configs:\n      - role: pod\n" in uncommented
+        uncommented = uncommented.replace(
+            "    kubernetes_sd_configs:\n      - role: pod\n",
+            "    static_configs:\n      - targets: ['127.0.0.1:9187']\n",
+        )
+        text = text.replace(block.group(0), uncommented)
+    rules = tmp_path / "sqlalchemy-pool" / "prometheus"
+    rules.mkdir(parents=True)
+    for path in (RECORDING, ALERTS):
+        (rules / path.name).write_text(path.read_text())
+    config = tmp_path / "prometheus.yml"
+    config.write_text(text)
+    return config
+
+
+@pytest.mark.parametrize("with_kubernetes", [False, True], ids=["static", "kubernetes_sd"])
+def test_example_prometheus_config_is_valid(tmp_path: Path, with_kubernetes: bool) -> None:
+    promtool = require_binary("promtool")
+    config = example_prometheus_config(tmp_path, with_kubernetes)
+    result = run(promtool, "check", "config", str(config))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SUCCESS: 2 rule files found" in result.stdout + result.stderr
+    jobs = [j["job_name"] for j in load(config)["scrape_configs"]]
+    expected = ["sqlalchemy-pool-exporter", "billing"]
+    assert jobs == [*expected, "sqlalchemy-pool-exporter-k8s"] if with_kubernetes else expected
+
+
+def test_example_alertmanager_config_is_valid() -> None:
+    amtool = require_binary("amtool")
+    path = ROOT / "deploy" / "alertmanager" / "alertmanager.yml"
+    result = run(amtool, "check-config", str(path))
+    assert result.returncode == 0, result.stdout + result.stderr
+    config = load(path)
+    # inhibitions name real alerts and the labels the alerts carry
+    names = set(SPEC_ALERTS)
+    for rule in config["inhibit_rules"]:
+        for matcher in rule["source_matchers"] + rule["target_matchers"]:
+            assert matcher.split("=", 1)[1].strip('"') in names
+        assert rule["equal"] == ["namespace", "job", "app", "pool"]
