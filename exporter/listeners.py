@@ -178,12 +178,39 @@ def _listeners(stats: PoolStats, reporter: RateLimitedReporter) -> dict[str, Cal
 
         return listener
 
-    end_checkout = stats.end_checkout
+    held = stats.held
+    leaked = stats.leaked
+    use_bounds = stats.use.bounds
+    use_counts = stats.use.counts
+    use = stats.use
+    acquire = lock.acquire
+    release = lock.release
 
     def on_checkin(dbapi_connection: Any, rec: Any) -> None:
-        # Registered bare (not through ``guarded``): it runs on every checkin.
+        # Ends a checkout, also on detach. Hot path: registered bare, everything inline.
         try:
-            end_checkout(rec, perf_counter())
+            entry = held.get(rec)
+            if entry is None:
+                return  # checked out before instrumenting, or a double checkin
+            age = perf_counter() - entry[0]
+            ref = entry[3]
+            # The proxy is gone: the garbage collector is returning what the app forgot.
+            reclaimed = ref is not None and ref() is None
+            acquire()
+            try:
+                if held.pop(rec, None) is None:
+                    return
+                use_counts[bisect_left(use_bounds, age)] += 1
+                use.sum += age
+                if reclaimed:
+                    stats.gc_reclaimed += 1
+                was_leaked = rec in leaked
+                if was_leaked:
+                    leaked.discard(rec)
+            finally:
+                release()
+            if was_leaked:
+                stats.leak_returned(entry, age, reclaimed)
         except Exception as exc:
             reporter.report("checkin", exc)
 

@@ -29,7 +29,6 @@ import itertools
 import threading
 import time
 import weakref
-from bisect import bisect_left
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
@@ -214,37 +213,15 @@ class PoolStats:
 
     # -- end of a checkout (called from checkin/detach listeners) -------------------
 
-    def end_checkout(self, rec: Any, now: float) -> None:
-        """Close the checkout held on ``rec``: use time, GC reclaim, leak release."""
-        entry = self.held.get(rec)
-        if entry is None:
-            return  # checked out before instrumenting, or a double checkin
-        age = now - entry[0]
-        ref = entry[3]
-        reclaimed = ref is not None and ref() is None
-        use = self.use
-        self.lock.acquire()
-        try:
-            if self.held.pop(rec, None) is None:
-                return
-            use.counts[bisect_left(use.bounds, age)] += 1
-            use.sum += age
-            if reclaimed:
-                self.gc_reclaimed += 1
-            was_leaked = rec in self.leaked
-            if was_leaked:
-                self.leaked.discard(rec)
-        finally:
-            self.lock.release()
-        if was_leaked:
-            log.info(
-                "leaked connection returned",
-                pool=self.name,
-                held_seconds=round(age, 3),
-                site=sites.describe(entry[1]),
-                reclaimed_by_gc=reclaimed,
-            )
-
+    def leak_returned(self, entry: HeldEntry, held_seconds: float, reclaimed: bool) -> None:
+        """Log that a connection flagged as leaked has finally come back."""
+        log.info(
+            "leaked connection returned",
+            pool=self.name,
+            held_seconds=round(held_seconds, 3),
+            site=sites.describe(entry[1]),
+            reclaimed_by_gc=reclaimed,
+        )
 
 def _count_value(counter: itertools.count[int]) -> int:
     # itertools.count exposes its next value only through repr: "count(42)".
