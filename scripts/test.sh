@@ -65,6 +65,8 @@ echo "== ruff, mypy (grafana)"; .venv/bin/ruff check grafana && .venv/bin/mypy -
 
 echo "== ruff"; .venv/bin/ruff check exporter tests benchmarks
 echo "== mypy"; .venv/bin/mypy
+# Tests start programs of the environment (gunicorn, sqlalchemy-pool-exporter) by name.
+export PATH="$ROOT/.venv/bin:$PATH"
 echo "== pytest (SQLAlchemy $(.venv/bin/python -c 'import sqlalchemy; print(sqlalchemy.__version__)'))"
 .venv/bin/pytest -q -p no:cacheprovider "$@" tests
 
@@ -72,6 +74,7 @@ echo "== pytest (SQLAlchemy $(.venv/bin/python -c 'import sqlalchemy; print(sqla
 if [ ! -x .venv-sa20/bin/python ]; then python3 -m venv .venv-sa20; fi
 .venv-sa20/bin/pip install -q --upgrade pip >/dev/null
 .venv-sa20/bin/pip install -q -e ".[test]" "sqlalchemy[asyncio]>=2.0,<2.1"
+export PATH="$ROOT/.venv-sa20/bin:$PATH"
 echo "== pytest unit (SQLAlchemy $(.venv-sa20/bin/python -c 'import sqlalchemy; print(sqlalchemy.__version__)'))"
 .venv-sa20/bin/pytest -q -p no:cacheprovider tests/unit
 cd "$ROOT"
