@@ -20,6 +20,7 @@ guarded: an error in the exporter is reported (rate-limited) and never reaches t
 from __future__ import annotations
 
 import sys
+import weakref
 from bisect import bisect_left
 from collections.abc import Callable
 from time import perf_counter
@@ -244,7 +245,8 @@ class Wiring:
     """The listeners and wrappers attaching one :class:`PoolStats` to one engine."""
 
     def __init__(self, engine: Engine, stats: PoolStats, reporter: RateLimitedReporter) -> None:
-        self.engine = engine
+        # Weak: the registry keeps the wiring, and must not keep a dropped engine alive.
+        self._engine = weakref.ref(engine)
         self.stats = stats
         self.reporter = reporter
         self._pool_listeners = _listeners(stats, reporter)
@@ -259,16 +261,22 @@ class Wiring:
 
     def attach(self) -> None:
         """Register the listeners on the engine and wrap its current pool."""
+        engine = self._engine()
+        if engine is None:
+            return
         for name, fn in self._pool_listeners.items():
-            event.listen(self.engine, name, fn)
-        event.listen(self.engine, "engine_disposed", self._on_disposed)
-        wrap_pool(self.engine.pool, self.stats, self.reporter)
+            event.listen(engine, name, fn)
+        event.listen(engine, "engine_disposed", self._on_disposed)
+        wrap_pool(engine.pool, self.stats, self.reporter)
 
     def detach(self) -> None:
         """Remove every listener and wrapper; in-flight checkouts simply stop counting."""
+        engine = self._engine()
+        if engine is None:
+            return
         for name, fn in self._pool_listeners.items():
-            if event.contains(self.engine, name, fn):
-                event.remove(self.engine, name, fn)
-        if event.contains(self.engine, "engine_disposed", self._on_disposed):
-            event.remove(self.engine, "engine_disposed", self._on_disposed)
-        unwrap_pool(self.engine.pool)
+            if event.contains(engine, name, fn):
+                event.remove(engine, name, fn)
+        if event.contains(engine, "engine_disposed", self._on_disposed):
+            event.remove(engine, "engine_disposed", self._on_disposed)
+        unwrap_pool(engine.pool)

@@ -136,3 +136,32 @@ def test_forked_child_starts_from_zero_with_its_own_identity(
     assert monitor == "True"
     assert stats.checkouts == 5
     assert runtime.identity().instance == parent_identity
+
+
+def test_dropped_engine_is_forgotten_with_its_stats(registry: CollectorRegistry) -> None:
+    import gc
+    import weakref
+
+    engine = create_engine("sqlite://")
+    exporter.instrument(engine, name="dropped", registry=registry)
+    engine.raw_connection().close()
+    assert registry.get_sample_value("sqlalchemy_pool_checkouts_total", {"pool": "dropped"}) == 1
+    ref = weakref.ref(engine)
+    del engine
+    gc.collect()
+    assert ref() is None
+    assert all(i.stats.name != "dropped" for i in exporter.instrumentations())
+    assert registry.get_sample_value("sqlalchemy_pool_checkouts_total", {"pool": "dropped"}) is None
+
+
+def test_instrumenting_never_configures_logging_globally(
+    make_engine: Callable[..., Engine],
+) -> None:
+    import structlog
+
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    config = structlog.get_config()
+    exporter.instrument(make_engine(), name="quiet", registry=None, leak_threshold=0.01)
+    assert root.handlers == handlers and root.level == level
+    assert structlog.get_config() == config
