@@ -11,7 +11,8 @@ are refused by the server ("remaining connection slots are reserved"). The user 
   failed opens, and nothing is left pending;
 * from the probe, the budget the dashboard/alert compares: the pools' combined
   ``sqlalchemy_pool_max_connections`` (20) exceeds ``db_max_connections -
-  db_reserved_connections`` (17), and the server has exactly 16 app sessions.
+  db_reserved_connections`` (17), and the server has exactly 16 app sessions (all
+  ``idle in transaction``: each ran a query in SQLAlchemy's implicit transaction).
 """
 
 from __future__ import annotations
