@@ -50,6 +50,8 @@ LIMIT_GAUGES = ("size", "max_overflow", "max_connections")
 MAX_GAUGES = ("utilization_ratio", "peak_utilization_ratio", "oldest_checkout_seconds")
 #: Distinct (app, pool) pairs kept; a new one beyond this is rejected.
 MAX_GROUPS = 4096
+#: Pushes sweep for expired processes at most this often (s); scrapes always sweep.
+SWEEP_EVERY = 0.25
 
 
 @dataclass
@@ -83,6 +85,9 @@ class Group:
     limits: dict[str, int] = field(default_factory=lambda: dict.fromkeys(LIMIT_GAUGES, 0))
     # live members without a limit (null, or max_overflow=-1) per limit gauge
     unlimited: dict[str, int] = field(default_factory=lambda: dict.fromkeys(LIMIT_GAUGES, 0))
+    # per max gauge: instance -> value (nulls left out), so a read is one C-level max()
+    maxima: dict[str, dict[str, float]] = field(
+        default_factory=lambda: {name: {} for name in MAX_GAUGES})
     info: dict[str, str] = field(default_factory=dict)
 
     def join(self, instance: str, data: PoolData) -> None:
@@ -90,6 +95,10 @@ class Group:
         self.leave(instance)
         self.members[instance] = data
         self._gauges(data.gauges, 1)
+        for name, values in self.maxima.items():
+            value = data.gauges[name]
+            if value is not None:
+                values[instance] = value
         self.info = data.info
 
     def leave(self, instance: str) -> PoolData | None:
@@ -97,6 +106,8 @@ class Group:
         old = self.members.pop(instance, None)
         if old is not None:
             self._gauges(old.gauges, -1)
+            for values in self.maxima.values():
+                values.pop(instance, None)
         return old
 
     def _gauges(self, gauges: dict[str, Any], sign: int) -> None:
@@ -120,9 +131,8 @@ class Group:
                 out[name] = -1 if name == "max_overflow" else None
             else:
                 out[name] = self.limits[name]
-        for name in MAX_GAUGES:
-            values = [v for m in self.members.values() if (v := m.gauges[name]) is not None]
-            out[name] = max(values) if values else None
+        for name, values in self.maxima.items():
+            out[name] = max(values.values(), default=None)
         return out
 
 
@@ -147,12 +157,14 @@ class Aggregator:
         self.tombstones: OrderedDict[str, Tombstone] = OrderedDict()
         self.expired_total = 0
         self.resets_total = 0
+        self._swept = float("-inf")
 
     def apply(self, push: Push) -> None:
         """Fold one validated push in, or raise :class:`PushRejected` changing nothing."""
         with self.lock:
             now = self.clock()
-            self._expire(now)
+            if now - self._swept >= SWEEP_EVERY:
+                self._expire(now)
             proc = self.processes.get(push.instance)
             tomb = self.tombstones.get(push.instance) if proc is None else None
             self._check(push, proc, tomb)
@@ -195,6 +207,8 @@ class Aggregator:
             if known.app != push.app:
                 raise PushRejected(400, "identity_changed", "process.app changed for this instance")
         if proc is None and len(self.processes) >= self.max_processes:
+            self._expire(self.clock())  # make room for it if anyone has expired
+        if proc is None and len(self.processes) >= self.max_processes:
             raise PushRejected(429, "too_many_processes",
                                f"more than {self.max_processes} live processes")
         new_groups = 0
@@ -229,6 +243,7 @@ class Aggregator:
             self.tombstones.popitem(last=False)
 
     def _expire(self, now: float) -> None:
+        self._swept = now
         stale = [
             p.push for p in self.processes.values()
             if now - p.last_seen > self.expiry_factor * p.push.interval

@@ -9,6 +9,8 @@ sums are floats; they move by non-negative differences, which keeps them monoton
 
 from __future__ import annotations
 
+from operator import add, lt, sub
+
 from exporter.sidecar.validation import HistData, PoolData
 from exporter.snapshot import HISTOGRAM_NAMES
 from exporter.stats import COUNTER_NAMES
@@ -38,16 +40,13 @@ class Totals:
         for name in HISTOGRAM_NAMES:
             mine = self.hists[name]
             theirs = new.histograms[name]
-            counts = mine.counts
             if old is None:
-                for i, c in enumerate(theirs.counts):
-                    counts[i] += c
+                mine.counts = list(map(add, mine.counts, theirs.counts))
                 mine.sum += theirs.sum
                 mine.count += theirs.count
             else:
                 before = old.histograms[name]
-                for i, (c, b) in enumerate(zip(theirs.counts, before.counts, strict=True)):
-                    counts[i] += c - b
+                mine.counts = list(map(add, mine.counts, map(sub, theirs.counts, before.counts)))
                 mine.sum += theirs.sum - before.sum
                 mine.count += theirs.count - before.count
 
@@ -58,8 +57,7 @@ class Totals:
         for name in HISTOGRAM_NAMES:
             mine = self.hists[name]
             theirs = old.histograms[name]
-            for i, c in enumerate(theirs.counts):
-                mine.counts[i] -= c
+            mine.counts = list(map(sub, mine.counts, theirs.counts))
             mine.sum = max(0.0, mine.sum - theirs.sum)
             mine.count -= theirs.count
 
@@ -83,8 +81,6 @@ def regression(new: PoolData, old: PoolData) -> bool:
         return True
     for name in HISTOGRAM_NAMES:
         a, b = new.histograms[name], old.histograms[name]
-        if a.count < b.count or a.sum < b.sum or any(
-            x < y for x, y in zip(a.counts, b.counts, strict=True)
-        ):
+        if a.count < b.count or a.sum < b.sum or any(map(lt, a.counts, b.counts)):
             return True
     return False
