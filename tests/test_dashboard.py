@@ -5,8 +5,9 @@ These tests check, without a Grafana or a Prometheus server:
 
 * the committed JSON is exactly what the generator writes now;
 * it type-checks against Grafana's published schema (``@grafana/schema``'s ``Dashboard``,
-  compiled by TypeScript in ``grafana/schema-check``) — and that check rejects broken
-  dashboards, so it cannot pass vacuously;
+  compiled by TypeScript in ``grafana/schema-check``: structure and exact keys of the
+  imported JSON, and its enum values as an object literal) — and that check rejects
+  broken dashboards, so it cannot pass vacuously;
 * every panel query (and every variable's ``label_values`` selector), with the dashboard
   variables substituted as Grafana would, parses with ``promtool``;
 * every metric a query reads is one the project exports (collected from the exporter's own
@@ -178,16 +179,17 @@ def schema_check() -> Path:
     return SCHEMA_CHECK
 
 
-def tsc(project: Path) -> subprocess.CompletedProcess[str]:
-    npx = require_binary("npx")
-    return subprocess.run([npx, "--no-install", "tsc", "--noEmit", "-p", "."], cwd=project,
+def npm_check(project: Path) -> subprocess.CompletedProcess[str]:
+    """``npm run check``: the literal check is written, then ``tsc --noEmit`` compiles."""
+    return subprocess.run([require_binary("npm"), "run", "--silent", "check"], cwd=project,
                           capture_output=True, text=True, timeout=120)
 
 
 def test_dashboard_type_checks_against_grafana_schema(schema_check: Path) -> None:
-    result = tsc(schema_check)
+    result = npm_check(schema_check)
     assert result.returncode == 0, f"tsc:\n{result.stdout}\n{result.stderr}"
     assert result.stdout == ""
+    assert (schema_check / "generated" / "literals.ts").read_text().count("satisfies") == 1
 
 
 def _mutate(mutation: str, dash: dict[str, Any]) -> None:
@@ -208,29 +210,50 @@ def _mutate(mutation: str, dash: dict[str, Any]) -> None:
         del panel["type"]
     elif mutation == "unknown variable key":
         dash["templating"]["list"][1]["definition"] = "label_values(up, job)"
+    elif mutation == "unknown colour mode":
+        panel["fieldConfig"]["defaults"]["color"]["mode"] = "palette-clasic"
+    elif mutation == "unknown threshold mode":
+        panel["fieldConfig"]["defaults"]["thresholds"]["mode"] = "absolut"
+    elif mutation == "row of another type":
+        dash["panels"][0]["type"] = "rows"
+    elif mutation == "unknown variable type":
+        dash["templating"]["list"][1]["type"] = "querry"
     else:  # pragma: no cover
         raise AssertionError(mutation)
+
+
+def check_copy(schema_check: Path, workdir: Path, dash: dict[str, Any]) -> (
+        subprocess.CompletedProcess[str]):
+    """``npm run check`` on a copy of grafana/ whose dashboard is ``dash``."""
+    # Same layout as grafana/: the check reads ../dashboards/sqlalchemy-pools.json.
+    project = workdir / "schema-check"
+    project.mkdir()
+    for name in ("package.json", "tsconfig.json", "schema.ts", "check.ts", "literal-check.mjs"):
+        shutil.copy(schema_check / name, project / name)
+    (project / "node_modules").symlink_to(schema_check / "node_modules")
+    (workdir / "dashboards").mkdir()
+    (workdir / "dashboards" / DASHBOARD.name).write_text(json.dumps(dash))
+    return npm_check(project)
+
+
+def test_schema_check_copy_accepts_the_dashboard(schema_check: Path, tmp_path: Path) -> None:
+    # The control for the next test: the copy itself works.
+    result = check_copy(schema_check, tmp_path, dashboard())
+    assert (result.returncode, result.stdout) == (0, "")
 
 
 @pytest.mark.parametrize("mutation", [
     "misspelled panel key", "unknown field config key", "grid height as text",
     "no schemaVersion", "unknown key on a row", "threshold as text", "panel without type",
-    "unknown variable key",
+    "unknown variable key", "unknown colour mode", "unknown threshold mode",
+    "row of another type", "unknown variable type",
 ])
 def test_schema_check_rejects_a_broken_dashboard(
     schema_check: Path, tmp_path: Path, mutation: str
 ) -> None:
-    # Same layout as grafana/: check.ts imports ../dashboards/sqlalchemy-pools.json.
-    project = tmp_path / "schema-check"
-    project.mkdir()
-    for name in ("check.ts", "tsconfig.json"):
-        shutil.copy(schema_check / name, project / name)
-    (project / "node_modules").symlink_to(schema_check / "node_modules")
-    (tmp_path / "dashboards").mkdir()
     dash = dashboard()
     _mutate(mutation, dash)
-    (tmp_path / "dashboards" / DASHBOARD.name).write_text(json.dumps(dash))
-    result = tsc(project)
+    result = check_copy(schema_check, tmp_path, dash)
     assert result.returncode != 0
     assert "error TS" in result.stdout
 
