@@ -83,7 +83,10 @@ class PgCluster:
         self.max_connections = max_connections
         self.superuser_reserved_connections = reserved_connections
         self.as_root = os.geteuid() == 0
-        self.base = Path(tempfile.mkdtemp(prefix="pool-exporter-pg-"))
+        # /tmp rather than $TMPDIR: the postgres user must reach it (a TMPDIR under
+        # /root would not do) and the socket path must stay under 107 bytes.
+        self.base = Path(tempfile.mkdtemp(prefix="pool-exporter-pg-",
+                                          dir="/tmp" if os.path.isdir("/tmp") else None))
         self.data = self.base / "data"
         self.logfile = self.base / "server.log"
         self.port = free_port()
