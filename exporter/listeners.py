@@ -55,8 +55,8 @@ def _wrap_connect(pool: Pool, stats: PoolStats, reporter: RateLimitedReporter) -
     wait_bounds = stats.wait.bounds
     wait_counts = stats.wait.counts
     wait = stats.wait
-    internal = sites._internal
-    is_internal = sites._is_internal
+    recent: list[int] = []  # checkout-site depths that worked lately (see sites.locate)
+    locate = sites.locate
 
     def connect() -> Any:
         next(started)
@@ -85,20 +85,7 @@ def _wrap_connect(pool: Pool, stats: PoolStats, reporter: RateLimitedReporter) -
             # already checked out: not a new checkout.
             if fairy._counter == 1:
                 rec = fairy._connection_record
-                site = None
-                if stats.capture_sites:
-                    frame: Any = _getframe(1)
-                    while frame is not None:
-                        code = frame.f_code
-                        flag = internal.get(code)
-                        if flag is None:
-                            flag = is_internal(code)
-                        if not flag:
-                            site = (code, frame.f_lineno)
-                            break
-                        frame = frame.f_back
-                    else:
-                        site = sites.capture(2)  # async: continue in the parent greenlet
+                site = locate(recent) if stats.capture_sites else None
                 entry = (now, site, get_ident(), rec.fairy_ref)
                 elapsed = now - start
                 acquire()

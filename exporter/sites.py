@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import sys
 import threading
+from sys import _getframe
 from types import CodeType, FrameType
 
 import sqlalchemy
@@ -67,6 +68,57 @@ def _walk(frame: FrameType | None) -> Site | None:
             return code, frame.f_lineno
         frame = frame.f_back
     return None
+
+
+def locate(recent: list[int]) -> Site | None:
+    """Site of the checkout calling the wrapper that calls this, using remembered depths.
+
+    Walking frame by frame creates a frame object for every SQLAlchemy frame on the way
+    (9 of them under ``Session.execute``). ``sys._getframe(n)`` creates only the one it
+    returns, so a depth that found the site before is tried first, checked with two
+    frames: the one at that depth must be internal and the next one must not. Only when
+    no remembered depth fits does it walk, and the depth it finds is remembered
+    (``recent`` holds a few, most recent first). An app frame *between* SQLAlchemy frames
+    (an event hook that checks out a connection) can make a remembered depth pick the
+    hook's caller instead of the hook; both are the app's code.
+    """
+    base = 2  # 0: this function, 1: the connect wrapper, 2: its caller
+    internal = _internal
+    for k in recent:
+        try:
+            outer = _getframe(base + k)
+        except ValueError:
+            continue  # the stack is shallower than this remembered depth
+        code = outer.f_code
+        flag = internal.get(code)
+        if flag is None:
+            flag = _is_internal(code)
+        if flag:
+            continue
+        if k:
+            inner = _getframe(base + k - 1).f_code
+            flag = internal.get(inner)
+            if flag is None:
+                flag = _is_internal(inner)
+            if not flag:
+                continue
+        return code, outer.f_lineno
+    frame: FrameType | None = _getframe(base)
+    k = 0
+    while frame is not None:
+        code = frame.f_code
+        flag = internal.get(code)
+        if flag is None:
+            flag = _is_internal(code)
+        if not flag:
+            # Shared by threads: only insert and truncate, which never raise mid-way.
+            if k not in recent:
+                recent.insert(0, k)
+                del recent[4:]
+            return code, frame.f_lineno
+        frame = frame.f_back
+        k += 1
+    return capture(base + 1)  # async: the app's frames continue in the parent greenlet
 
 
 def capture(depth: int = 1) -> Site | None:
