@@ -57,16 +57,19 @@ def _is_internal(code: CodeType) -> bool:
     return flag
 
 
-def _walk(frame: FrameType | None) -> Site | None:
+def _walk(frame: FrameType | None) -> tuple[Site, int] | None:
+    """First external frame from ``frame`` outwards, and how many frames were skipped."""
     internal = _internal
+    depth = 0
     while frame is not None:
         code = frame.f_code
         flag = internal.get(code)
         if flag is None:
             flag = _is_internal(code)
         if not flag:
-            return code, frame.f_lineno
+            return (code, frame.f_lineno), depth
         frame = frame.f_back
+        depth += 1
     return None
 
 
@@ -103,32 +106,25 @@ def locate(recent: list[int]) -> Site | None:
             if not flag:
                 continue
         return code, outer.f_lineno
-    frame: FrameType | None = _getframe(base)
-    k = 0
-    while frame is not None:
-        code = frame.f_code
-        flag = internal.get(code)
-        if flag is None:
-            flag = _is_internal(code)
-        if not flag:
-            # Shared by threads: only insert and truncate, which never raise mid-way.
-            if k not in recent:
-                recent.insert(0, k)
-                del recent[4:]
-            return code, frame.f_lineno
-        frame = frame.f_back
-        k += 1
+    found = _walk(_getframe(base))
+    if found is not None:
+        site, k = found
+        # Shared by threads: only insert and truncate, which never raise mid-way.
+        if k not in recent:
+            recent.insert(0, k)
+            del recent[4:]
+        return site
     return capture(base + 1)  # async: the app's frames continue in the parent greenlet
 
 
 def capture(depth: int = 1) -> Site | None:
     """Code object and line of the first caller frame outside SQLAlchemy and the exporter."""
-    site = _walk(sys._getframe(depth))
-    if site is None and _getcurrent is not None:
+    found = _walk(sys._getframe(depth))
+    if found is None and _getcurrent is not None:
         parent = _getcurrent().parent
         if parent is not None:
-            site = _walk(parent.gr_frame)
-    return site
+            found = _walk(parent.gr_frame)
+    return found[0] if found is not None else None
 
 
 def describe(site: Site | None) -> str:
