@@ -28,13 +28,16 @@ if [ ! -x .venv/bin/python ]; then python3 -m venv .venv; fi
 .venv/bin/pip install -q -e ".[test]" "sqlalchemy[asyncio]>=2.1,<2.2"
 
 # >>> Deploy: kubectl (kustomize rendering), docker-compose (`config` only: no engine is
-# needed) and node/npm (CRD schema check of deploy/kubernetes) from Debian when missing;
-# hadolint and kubernetes-validate come with the [test] extras.
+# needed), node/npm (CRD schema check of deploy/kubernetes) and PostgreSQL from Debian
+# when missing; hadolint and kubernetes-validate come with the [test] extras.
 deploy_debs=()
 command -v kubectl >/dev/null 2>&1 || deploy_debs+=(kubernetes-client)
 command -v docker-compose >/dev/null 2>&1 || docker compose version >/dev/null 2>&1 \
     || deploy_debs+=(docker-compose)
 command -v npm >/dev/null 2>&1 || deploy_debs+=(nodejs npm)
+# PostgreSQL server binaries: the compose example app runs against a throwaway cluster.
+command -v initdb >/dev/null 2>&1 || compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null \
+    || deploy_debs+=(postgresql)
 if [ ${#deploy_debs[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
         echo "test.sh: installing ${deploy_debs[*]}"
