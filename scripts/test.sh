@@ -66,6 +66,11 @@ fi
 echo "== ruff, mypy (grafana)"; .venv/bin/ruff check grafana && .venv/bin/mypy --strict grafana/generate.py
 # <<< Grafana dashboard
 
+# >>> Alert rules: the generator's lint and types (promtool checks, promtool unit tests,
+# the generated-files-up-to-date check and the end-to-end alert run are pytest tests).
+echo "== ruff, mypy (prometheus)"; .venv/bin/ruff check prometheus && .venv/bin/mypy --strict prometheus/generate.py
+# <<< Alert rules
+
 echo "== ruff"; .venv/bin/ruff check exporter tests benchmarks
 echo "== mypy"; .venv/bin/mypy
 # Tests start programs of the environment (gunicorn, sqlalchemy-pool-exporter) by name.
