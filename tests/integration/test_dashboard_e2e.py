@@ -4,8 +4,9 @@ The stack is the real thing at every step: a throwaway PostgreSQL server; app pr
 (tests/integration/dashboard_workload.py) that are loaded past their pool limit, leak
 connections, invalidate them and fail to connect to a missing database, pushing through
 ``POOL_EXPORTER_PUSH_URL`` to a real ``sqlalchemy-pool-exporter serve`` sidecar whose
-PostgreSQL probe watches the server; one more process in embedded mode (no ``app``
-label); and a real Prometheus scraping both, with the project's recording and alert
+PostgreSQL probe watches the server, and to a second one with ``--per-process`` output;
+one more process in embedded mode (no ``app`` label); and a real Prometheus scraping
+all three, with the project's recording and alert
 rules loaded (generated from prometheus/config.yaml with every ``for`` set to 0s, so
 the alerts fire within the test instead of after minutes). One pushing process is killed
 with SIGKILL (the sidecar expires it) and one malformed push is sent (rejected).
@@ -33,6 +34,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -123,25 +125,34 @@ class Workload:
                          for p in sorted(self.workdir.glob("*.log")))
 
 
+@dataclass
+class Stack:
+    prometheus: promstack.Prometheus
+    sidecar: RunningSidecar  # aggregated output, with the database probe
+    per_process_sidecar: RunningSidecar  # --per-process: one series per process
+    workload: Workload
+
+
 @pytest.fixture
-def stack(postgres: PgCluster, tmp_path: Path) -> Iterator[tuple[promstack.Prometheus,
-                                                                   RunningSidecar, Workload]]:
+def stack(postgres: PgCluster, tmp_path: Path) -> Iterator[Stack]:
     require_binary("prometheus")
     probe_url = f"postgresql://monitor@127.0.0.1:{postgres.port}/postgres"
-    sidecar = start_sidecar_process("--database-url", probe_url, "--probe-interval", "1")
+    sidecars = [start_sidecar_process("--database-url", probe_url, "--probe-interval", "1")]
     workload = Workload(tmp_path)
     prometheus: promstack.Prometheus | None = None
     try:
+        sidecars.append(start_sidecar_process("--per-process"))
         url = postgres.url(user="app")
         bad_url = postgres.url(user="app", database="no_such_database")
-        pushing = {
-            "POOL_EXPORTER_PUSH_URL": sidecar.push_url,
+        app_env = {
             "POOL_EXPORTER_PUSH_INTERVAL": "1",
             "POOL_EXPORTER_APP": APP,
             "POOL_EXPORTER_LEAK_THRESHOLD": "1",
         }
-        for name in ("worker-1", "worker-2", "worker-doomed"):
-            workload.start(name, pushing, "--url", url, "--bad-url", bad_url)
+        for name, sidecar in (("worker-1", sidecars[0]), ("worker-doomed", sidecars[0]),
+                              ("worker-per-process", sidecars[1])):
+            workload.start(name, {**app_env, "POOL_EXPORTER_PUSH_URL": sidecar.push_url},
+                           "--url", url, "--bad-url", bad_url)
         port_file = tmp_path / "embedded.port"
         workload.start("embedded", {"POOL_EXPORTER_LEAK_THRESHOLD": "1"},
                        "--url", url, "--bad-url", bad_url, "--port-file", str(port_file))
@@ -149,19 +160,20 @@ def stack(postgres: PgCluster, tmp_path: Path) -> Iterator[tuple[promstack.Prome
             lambda: (port_file.exists() and port_file.read_text().strip()) or None,
             timeout=30, what="the embedded-mode process's metrics port")
         config = promstack.prometheus_config(
-            scrape_targets={JOB: [f"127.0.0.1:{sidecar.metrics_port}"],
+            scrape_targets={JOB: [f"127.0.0.1:{s.metrics_port}" for s in sidecars],
                             "embedded-app": [f"127.0.0.1:{embedded_port}"]},
             rule_files=fast_rules(tmp_path / "rules"),
             interval="1s",
         )
         prometheus = promstack.Prometheus(config, workdir=tmp_path / "prometheus")
         prometheus.start()
-        yield prometheus, sidecar, workload
+        yield Stack(prometheus, sidecars[0], sidecars[1], workload)
     finally:
         if prometheus is not None:
             prometheus.cleanup()
         workload.stop()
-        sidecar.stop()
+        for sidecar in sidecars:
+            sidecar.stop()
 
 
 # -- reading the dashboard as Grafana does ----------------------------------------------
@@ -231,18 +243,16 @@ def run_queries(prom: promstack.Prometheus, dash: dict[str, Any], values: dict[s
     return results
 
 
-def test_every_panel_query_returns_data(
-    stack: tuple[promstack.Prometheus, RunningSidecar, Workload],
-) -> None:
-    prom, sidecar, workload = stack
+def test_every_panel_query_returns_data(stack: Stack) -> None:
+    prom, sidecar, workload = stack.prometheus, stack.sidecar, stack.workload
     dash = json.loads(DASHBOARD.read_text())
     start = time.time()
     prom.wait_for_targets_up(JOB, timeout=30)
     prom.wait_for_targets_up("embedded-app", timeout=30)
 
     # A worker dies without its final push: the sidecar must expire it.
-    sidecar.wait_until(lambda: (sidecar.value("pool_exporter_processes") or 0) >= 3, 30)
-    doomed = workload.processes[2]
+    sidecar.wait_until(lambda: sidecar.value("pool_exporter_processes") == 2, 30)
+    doomed = workload.processes[1]
     doomed.send_signal(signal.SIGKILL)
     doomed.wait(10)
     # A client speaking nonsense is rejected, and counted.
@@ -301,3 +311,13 @@ def test_every_panel_query_returns_data(
               for s in prom.query(interpolate(checked_out, all_values))}
     assert groups == {(("app", APP), ("pool", "orders")), (("app", APP), ("pool", "reports")),
                       (("pool", "orders"),), (("pool", "reports"),)}
+
+    # With per-process output, the overview table names the process of each line.
+    [process] = [p["process"] for p in stack.per_process_sidecar.api()["processes"]]
+    table = next(t["expr"] for p in panels(dash) for t in p["targets"]
+                 if p["title"] == "Pools at a glance" and t["refId"] == "A")
+    lines = {(s["metric"].get("pool"), s["metric"].get("process"))
+             for s in prom.query(interpolate(table, all_values))}
+    assert {(pool, None) for pool in ("orders", "reports")} <= lines
+    assert {line for line in lines if line[1] is not None} == {("orders", process),
+                                                               ("reports", process)}
