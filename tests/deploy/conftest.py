@@ -16,35 +16,11 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from tests.deploy.tools import ROOT, read_dockerfile
-
-
-@dataclass(frozen=True)
-class ImageVenv:
-    """The virtualenv the image would ship, and the wheel it was installed from."""
-
-    venv: Path
-    wheel: Path
-
-    @property
-    def bin(self) -> Path:
-        """Its scripts directory (on PATH in the image)."""
-        return self.venv / "bin"
-
-    def env(self, **overrides: str) -> dict[str, str]:
-        """The image's environment: its ENV, PATH through the venv, no POOL_EXPORTER_*."""
-        final = read_dockerfile()[-1]
-        env = {k: v for k, v in os.environ.items()
-               if not k.startswith(("POOL_EXPORTER_", "PYTHON", "VIRTUAL_ENV"))}
-        env.update(final.env())
-        env["PATH"] = f"{self.bin}{os.pathsep}{os.environ.get('PATH', '')}"
-        env.update(overrides)
-        return env
+from tests.deploy.tools import ROOT, ImageVenv, read_dockerfile
 
 
 def _dockerignore_filter() -> Callable[[str, list[str]], set[str]]:

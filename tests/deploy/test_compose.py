@@ -87,6 +87,10 @@ def sidecar_settings(services: dict[str, Any]) -> SidecarSettings:
 def test_compose_file_is_valid_and_has_the_whole_stack(services: dict[str, Any]) -> None:
     assert sorted(services) == ["alertmanager", "app", "grafana", "loadgen", "postgres",
                                 "prometheus", "sidecar"]
+    # Upstream images are pinned to a release, so the stack does not change under users.
+    for name, service in services.items():
+        if "build" not in service:
+            assert re.fullmatch(r"[\w./-]+:v?\d+\.\d+(\.\d+)?(-[a-z]+)?", service["image"]), name
 
 
 def test_compose_config_rejects_a_broken_file(tmp_path: Path) -> None:

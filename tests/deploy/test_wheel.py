@@ -21,8 +21,7 @@ from typing import Any
 import pytest
 
 from exporter.assets import iter_assets
-from tests.deploy.conftest import ImageVenv
-from tests.deploy.tools import ROOT, read_dockerfile
+from tests.deploy.tools import ROOT, ImageVenv, read_dockerfile
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

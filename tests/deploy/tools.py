@@ -8,6 +8,7 @@ into a fresh virtualenv, run the ENTRYPOINT and the HEALTHCHECK command from the
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import sys
 from dataclasses import dataclass, field
@@ -97,3 +98,26 @@ def split_hostport(value: str) -> tuple[str, int]:
     """``"0.0.0.0:9187"`` → ``("0.0.0.0", 9187)``."""
     host, _, port = value.rpartition(":")
     return host, int(port)
+
+
+@dataclass(frozen=True)
+class ImageVenv:
+    """The virtualenv the image would ship, and the wheel it was installed from."""
+
+    venv: Path
+    wheel: Path
+
+    @property
+    def bin(self) -> Path:
+        """Its scripts directory (on PATH in the image)."""
+        return self.venv / "bin"
+
+    def env(self, **overrides: str) -> dict[str, str]:
+        """The image's environment: its ENV, PATH through the venv, no POOL_EXPORTER_*."""
+        final = read_dockerfile()[-1]
+        env = {k: v for k, v in os.environ.items()
+               if not k.startswith(("POOL_EXPORTER_", "PYTHON", "VIRTUAL_ENV"))}
+        env.update(final.env())
+        env["PATH"] = f"{self.bin}{os.pathsep}{os.environ.get('PATH', '')}"
+        env.update(overrides)
+        return env
