@@ -32,6 +32,10 @@ RUN pip wheel --no-deps --wheel-dir /wheels . \
 # --- runtime: the virtualenv only, no compilers, no source, no pip cache -----------------
 FROM python:3.11.14-slim-bookworm
 
+LABEL org.opencontainers.image.title="sqlalchemy-pool-exporter" \
+      org.opencontainers.image.description="Prometheus exporter sidecar for SQLAlchemy connection pools" \
+      org.opencontainers.image.licenses="Apache-2.0"
+
 RUN groupadd --system --gid 10001 exporter \
  && useradd --system --uid 10001 --gid exporter --no-create-home \
             --home-dir /nonexistent --shell /usr/sbin/nologin exporter
