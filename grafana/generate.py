@@ -145,6 +145,9 @@ def stat(title: str, description: str, expr: str, unit: str, limits: Json,
         "justifyMode": "auto",
         "textMode": "value",
         "orientation": "auto",
+        "wideLayout": True,
+        "showPercentChange": False,
+        "percentChangeColorMode": "standard",
     }
     return panel("stat", title, description, [target(expr, legend="")], unit, limits,
                  w=w, h=h, options=options)
@@ -155,8 +158,9 @@ def heatmap(title: str, description: str, histogram: str) -> Json:
     options = {
         "calculate": False,
         "cellGap": 1,
-        "color": {"mode": "scheme", "scheme": "Oranges", "scale": "exponential",
-                  "exponent": 0.5, "steps": 64, "reverse": False},
+        "color": {"mode": "scheme", "scheme": "Oranges", "fill": "dark-orange",
+                  "scale": "exponential", "exponent": 0.5, "steps": 64, "reverse": False},
+        "showValue": "never",
         "yAxis": {"axisPlacement": "left", "unit": "s"},
         "rowsFrame": {"layout": "auto"},
         "tooltip": {"mode": "single", "yHistogram": True, "showColorScale": False},
@@ -184,6 +188,10 @@ def row(title: str, *panels: Json, collapsed: bool = False) -> list[Json]:
         header["panels"] = list(panels)
         return [header]
     return [header, *panels]
+
+
+TABLE_OPTIONS: Json = {"showHeader": True, "cellHeight": "sm", "frameIndex": 0}
+TABLE_CELLS: Json = {"align": "auto", "cellOptions": {"type": "auto"}, "inspect": False}
 
 
 def pools_table() -> Json:
@@ -218,8 +226,8 @@ def pools_table() -> Json:
         "with the sidecar's per-process output, which process) is in trouble, and "
         "whether it is waiting (pending, timeouts, wait p99) or holding (leaked, oldest "
         "checkout). Blank utilization: an unbounded pool.",
-        tgts, "short", thresholds(), h=8,
-        options={"showHeader": True, "cellHeight": "sm",
+        tgts, "short", thresholds(), h=8, custom=TABLE_CELLS,
+        options={**TABLE_OPTIONS,
                  "sortBy": [{"displayName": "peak utilization", "desc": True}]},
     )
     table["fieldConfig"]["overrides"] = overrides
@@ -237,7 +245,6 @@ def pools_table() -> Json:
 def overview() -> list[Json]:
     alerts = ('ALERTS{alertname=~"SQLAlchemyPool.*", alertstate="firing", '
               'namespace=~"$namespace", app=~"$app", pool=~"$pool"}')
-    table_options = {"showHeader": True, "cellHeight": "sm"}
     return row(
         "Overview",
         stat("Peak utilization (worst pool)",
@@ -267,7 +274,7 @@ def overview() -> list[Json]:
               "Prometheus). Empty is good.",
               [target(f"sum by (alertname, severity, app, pool) ({alerts})", legend="",
                       format="table", instant=True)],
-              "short", thresholds(None, 1), w=8, h=5, options=table_options)
+              "short", thresholds(None, 1), w=8, h=5, options=TABLE_OPTIONS, custom=TABLE_CELLS)
         | {"transformations": [{"id": "organize", "options": {
             "excludeByName": {"Time": True, "Value": True}}}]},
         timeseries("Utilization and peak utilization against the limit",

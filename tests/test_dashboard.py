@@ -6,8 +6,9 @@ These tests check, without a Grafana or a Prometheus server:
 * the committed JSON is exactly what the generator writes now;
 * it type-checks against Grafana's published schema (``@grafana/schema``'s ``Dashboard``,
   compiled by TypeScript in ``grafana/schema-check``: structure and exact keys of the
-  imported JSON, and its enum values as an object literal) — and that check rejects
-  broken dashboards, so it cannot pass vacuously;
+  imported JSON, its enum values as an object literal, and each panel's options against
+  its panel plugin's schema) — and that check rejects broken dashboards, so it cannot
+  pass vacuously;
 * every panel query (and every variable's ``label_values`` selector), with the dashboard
   variables substituted as Grafana would, parses with ``promtool``;
 * every metric a query reads is one the project exports (collected from the exporter's own
@@ -189,11 +190,18 @@ def test_dashboard_type_checks_against_grafana_schema(schema_check: Path) -> Non
     result = npm_check(schema_check)
     assert result.returncode == 0, f"tsc:\n{result.stdout}\n{result.stderr}"
     assert result.stdout == ""
-    assert (schema_check / "generated" / "literals.ts").read_text().count("satisfies") == 1
+    # The whole dashboard, and options and custom field config of each panel.
+    panels = [p for p in all_panels(dashboard()) if p["type"] != "row"]
+    literals = (schema_check / "generated" / "literals.ts").read_text()
+    assert literals.count(" satisfies Literal<") == 1 + 2 * len(panels)
 
 
 def _mutate(mutation: str, dash: dict[str, Any]) -> None:
     panel = dash["panels"][1]
+
+    def first(kind: str) -> dict[str, Any]:
+        return next(p for p in all_panels(dash) if p["type"] == kind)
+
     if mutation == "misspelled panel key":
         panel["gridpos"] = panel.pop("gridPos")
     elif mutation == "unknown field config key":
@@ -218,6 +226,14 @@ def _mutate(mutation: str, dash: dict[str, Any]) -> None:
         dash["panels"][0]["type"] = "rows"
     elif mutation == "unknown variable type":
         dash["templating"]["list"][1]["type"] = "querry"
+    elif mutation == "unknown heatmap option":
+        first("heatmap")["options"]["colour"] = {"mode": "scheme"}
+    elif mutation == "unknown draw style":
+        first("timeseries")["fieldConfig"]["defaults"]["custom"]["drawStyle"] = "lines"
+    elif mutation == "stat without required option":
+        del first("stat")["options"]["colorMode"]
+    elif mutation == "panel type without a schema":
+        first("timeseries")["type"] = "piechart"
     else:  # pragma: no cover
         raise AssertionError(mutation)
 
@@ -246,7 +262,8 @@ def test_schema_check_copy_accepts_the_dashboard(schema_check: Path, tmp_path: P
     "misspelled panel key", "unknown field config key", "grid height as text",
     "no schemaVersion", "unknown key on a row", "threshold as text", "panel without type",
     "unknown variable key", "unknown colour mode", "unknown threshold mode",
-    "row of another type", "unknown variable type",
+    "row of another type", "unknown variable type", "unknown heatmap option",
+    "unknown draw style", "stat without required option", "panel type without a schema",
 ])
 def test_schema_check_rejects_a_broken_dashboard(
     schema_check: Path, tmp_path: Path, mutation: str

@@ -56,3 +56,19 @@ export type Literal<S> = S extends string
     : S extends object
       ? { [K in keyof S]: Literal<S[K]> }
       : S;
+
+/**
+ * Options and `fieldConfig.defaults.custom` of each panel type the dashboard uses, from
+ * the panel plugins' published schemas. The Dashboard type leaves both free-form.
+ */
+import type * as TimeSeries from '@grafana/schema/dist/esm/raw/composable/timeseries/panelcfg/x/TimeSeriesPanelCfg_types.gen';
+import type * as Stat from '@grafana/schema/dist/esm/raw/composable/stat/panelcfg/x/StatPanelCfg_types.gen';
+import type * as Heatmap from '@grafana/schema/dist/esm/raw/composable/heatmap/panelcfg/x/HeatmapPanelCfg_types.gen';
+import type * as Table from '@grafana/schema/dist/esm/raw/composable/table/panelcfg/x/TablePanelCfg_types.gen';
+
+export interface PanelSchemas {
+  timeseries: { options: TimeSeries.Options; custom: TimeSeries.FieldConfig };
+  stat: { options: Stat.Options; custom: Record<string, never> };
+  heatmap: { options: Heatmap.Options; custom: Heatmap.FieldConfig };
+  table: { options: Table.Options; custom: Table.FieldConfig };
+}
