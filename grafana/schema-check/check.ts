@@ -2,8 +2,9 @@
  * Type-checks the generated dashboard against Grafana's published schema, part 1 of 2.
  *
  * `npm run check` first writes generated/literals.ts (literal-check.mjs: the dashboard as
- * a TypeScript object literal, whose enum values are checked against the schema's), then
- * compiles both files with `tsc --noEmit`. This file imports the committed dashboard JSON
+ * a TypeScript object literal, whose enum values are checked against the schema's, and
+ * each panel's options against its panel plugin's schema), then compiles both files with
+ * `tsc --noEmit`. This file imports the committed dashboard JSON
  * and assigns it to `@grafana/schema`'s `Dashboard` type. Two details make that strict
  * enough to mean something:
  *
