@@ -10,7 +10,7 @@ only dashboards, provisioning, rules and rule tests are assets.
 Where the files come from:
 
 - an installed wheel carries them in ``exporter/_assets/`` — ``setup.py`` copies the
-  two top-level directories there when the wheel is built;
+  asset files of the two top-level directories there when the wheel is built;
 - a source checkout or an editable install (``pip install -e .``) has no such copy, so
   the repository's own ``grafana/`` and ``prometheus/`` next to ``exporter/`` are read.
 

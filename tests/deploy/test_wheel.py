@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 
 from exporter.assets import iter_assets
+from tests.conftest import require_binary
 from tests.deploy.tools import ROOT, ImageVenv, read_dockerfile
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -65,6 +66,13 @@ def test_assets_command_writes_files_identical_to_the_repository(image_venv: Ima
     assert written == sorted(str(p) for p in expected)
     for relative in expected:
         assert (out / relative).read_bytes() == (ROOT / relative).read_bytes(), relative
+    # Written out, the rules still work on their own: their promtool tests pass there.
+    rule_tests = sorted(str(p) for p in (out / "prometheus" / "tests").glob("*.yaml"))
+    assert rule_tests
+    result = subprocess.run([require_binary("promtool"), "test", "rules", *rule_tests],
+                            cwd=out / "prometheus" / "tests", capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
 
 
 def _start_entrypoint(image_venv: ImageVenv, cwd: Path) -> tuple[subprocess.Popen[str],
