@@ -520,6 +520,7 @@ def exporter_health() -> list[Json]:
                    targets((f"sum({rate('pool_exporter_processes_expired_total', HOST)})",
                             "expired")),
                    "ops", thresholds(None, 1e-9)),
+        collapsed=True,  # the exporter's own plumbing: opened when numbers look wrong
     )
 
 
