@@ -61,15 +61,19 @@ class Pusher:
         self._stop.set()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout if timeout is not None else self.timeout + 1)
+            if self._thread.is_alive():
+                return  # stuck in a push to a hung sidecar: don't hold up exit any longer
         if final:
-            self.push(final=True)
+            # At exit every second counts (gunicorn's graceful timeout, a pod's grace
+            # period): a short timeout, and only a brief try if the sidecar was already gone.
+            self.push(final=True, timeout=min(self.timeout, 1.0) if self._healthy else 0.2)
 
     def _run(self) -> None:
         self.push()
         while not self._stop.wait(self.interval):
             self.push()
 
-    def push(self, final: bool = False) -> bool:
+    def push(self, final: bool = False, timeout: float | None = None) -> bool:
         """Send one snapshot now; returns whether the sidecar accepted it."""
         from exporter.instrument import instrumentations
 
@@ -90,7 +94,7 @@ class Pusher:
                 request.add_header("Content-Type", "application/json")
                 if self._token:
                     request.add_header("Authorization", f"Bearer {self._token}")
-                with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                with urllib.request.urlopen(request, timeout=timeout or self.timeout) as response:
                     response.read()
             except Exception as exc:
                 self.failed += 1

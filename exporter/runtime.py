@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import atexit
 import os
+import sys
 import threading
 from typing import Any
 
@@ -33,6 +34,7 @@ _monitor_stop = threading.Event()
 _identity: ProcessIdentity | None = None
 _pusher: Any = None
 _push_settings: AppSettings | None = None
+_fork_held: list[Any] = []  # stats locks taken before fork(), released after it
 MONITOR_PERIOD = 1.0
 
 
@@ -103,18 +105,26 @@ def pusher() -> Any:
 
 
 def _before_fork() -> None:
-    from exporter.instrument import instrumentations
-
+    # Hold every lock another thread (pusher, monitor, a request) could be inside, so the
+    # child never inherits one locked by a thread that does not exist there: this
+    # module's, the instrumentation registry's, and each pool's stats lock, in that order.
+    instrument = sys.modules["exporter.instrument"]  # (``exporter.instrument`` is the function)
     _lock.acquire()
-    for inst in instrumentations():
-        inst.stats.lock.acquire()
+    instrument._lock.acquire()
+    _fork_held[:] = [inst.stats.lock for inst in instrument.instrumentations()]
+    for lock in _fork_held:
+        lock.acquire()
+
+
+def _release_fork_locks() -> None:
+    for lock in _fork_held:
+        lock.release()
+    _fork_held.clear()
+    sys.modules["exporter.instrument"]._lock.release()
 
 
 def _after_fork_parent() -> None:
-    from exporter.instrument import instrumentations
-
-    for inst in instrumentations():
-        inst.stats.lock.release()
+    _release_fork_locks()
     _lock.release()
 
 
@@ -122,8 +132,8 @@ def _after_fork_child() -> None:
     global _identity, _monitor, _pusher
     from exporter.instrument import instrumentations
 
+    _release_fork_locks()
     for inst in instrumentations():
-        inst.stats.lock.release()
         inst.stats.reset()
     _identity = ProcessIdentity(app=_identity.app) if _identity is not None else None
     _monitor = None
