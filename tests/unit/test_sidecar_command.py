@@ -103,3 +103,22 @@ def test_port_in_use_exits_1_with_one_line() -> None:
     (line,) = err.splitlines()
     event = json.loads(line)
     assert (event["event"], event["error"]) == ("cannot listen", "Address already in use")
+
+
+def test_database_probe_joins_metrics_and_its_url_is_never_logged() -> None:
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    url = f"postgresql://app:pw-secret@127.0.0.1:{port}/shop"
+    proc = serve("--listen", "127.0.0.1:0", "--push-listen", "127.0.0.1:0",
+                 "--probe-interval", "0.2", env={"POOL_EXPORTER_DATABASE_URL": url})
+    assert proc.stderr is not None
+    event = json.loads(proc.stderr.readline())
+    assert (event["event"], event["probe"]) == ("listening", True)
+    with urllib.request.urlopen(event["metrics"] + "/metrics", timeout=10) as response:
+        text = response.read().decode()
+    assert 'sqlalchemy_pool_db_up{database="shop"} 0.0' in text
+    proc.send_signal(signal.SIGTERM)
+    out, rest = proc.communicate(timeout=30)
+    assert proc.returncode == 0
+    assert "pw-secret" not in json.dumps(event) + rest + out + text
