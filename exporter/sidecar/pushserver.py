@@ -68,9 +68,12 @@ class _PushProtocol(asyncio.Protocol):
         self._touch()
         self.buffer += data
         while self.transport is not None and not self.transport.is_closing():
-            if self.length is None and not self._head():
-                return
-            if self.length is None or len(self.buffer) < self.length:
+            if self.length is None:
+                if not self._head():
+                    return
+                if self.length is None:
+                    continue  # answered without a body (GET /healthz)
+            if len(self.buffer) < self.length:
                 return
             body = bytes(self.buffer[: self.length])
             del self.buffer[: self.length]

@@ -128,3 +128,31 @@ def test_instrumented_engine_pushes_and_final_push_retires_it() -> None:
         exporter.uninstrument(engine)
         engine.dispose()
         sc.stop()
+
+
+def test_push_listener_keep_alive_pipelining_expect_and_chunked() -> None:
+    import socket
+
+    sc = Sidecar(SidecarSettings(listen="127.0.0.1:0", push_listen="127.0.0.1:0")).start()
+    try:
+        body = encode(payload("a"))
+        request = (b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+                   b"POST /v1/push HTTP/1.1\r\nContent-Length: %d\r\n"
+                   b"Expect: 100-continue\r\n\r\n" % len(body) + body
+                   + b"POST /v1/push HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n")
+        with socket.create_connection(sc.push_address, timeout=10) as conn:
+            conn.sendall(request)
+            data = b""
+            while chunk := conn.recv(65536):
+                data += chunk
+        assert data.decode().split("\r\n") == [
+            "HTTP/1.1 200 OK", "Content-Type: application/json", "Content-Length: 29", "",
+            '{"status":"ok","processes":0}HTTP/1.1 100 Continue', "",
+            "HTTP/1.1 200 OK", "Content-Type: application/json", "Content-Length: 21", "",
+            '{"status":"accepted"}HTTP/1.1 411 Length Required',
+            "Content-Type: application/json", "Content-Length: 35", "Connection: close", "",
+            '{"error":"Content-Length required"}',
+        ]
+        assert sc.aggregator.live_count() == 1
+    finally:
+        sc.stop()
