@@ -42,14 +42,17 @@ except ImportError:  # pragma: no cover - depends on the environment
 Site = tuple[CodeType, int]
 
 
-def _is_internal(code: CodeType) -> bool:
+def _is_internal(code: CodeType, frame: FrameType) -> bool:
     flag = _internal.get(code)
     if flag is None:
         name = code.co_filename
         if name.startswith("<"):
-            # SQLAlchemy compiles helper wrappers ("<sqlalchemy generated ...>"); frozen
-            # modules are importlib/runpy. "<stdin>" or "<string>" is app code.
-            flag = name.startswith(("<sqlalchemy", "<frozen", "<decorator"))
+            # SQLAlchemy compiles helper wrappers: 2.1 names their file "<sqlalchemy
+            # generated ...>", 2.0 "<string>", but runs them with its module's __name__.
+            # Frozen modules are importlib/runpy; other "<stdin>"/"<string>" is the app's.
+            module = str(frame.f_globals.get("__name__", ""))
+            ours = module.startswith(("sqlalchemy.", "exporter.")) and module != "exporter.demo"
+            flag = name.startswith(("<sqlalchemy", "<frozen")) or ours
         else:
             path = os.path.abspath(name)
             flag = path.startswith(_INTERNAL_DIRS) and path not in _APP_FILES
@@ -65,7 +68,7 @@ def _walk(frame: FrameType | None) -> tuple[Site, int] | None:
         code = frame.f_code
         flag = internal.get(code)
         if flag is None:
-            flag = _is_internal(code)
+            flag = _is_internal(code, frame)
         if not flag:
             return (code, frame.f_lineno), depth
         frame = frame.f_back
@@ -95,14 +98,15 @@ def locate(recent: list[int]) -> Site | None:
         code = outer.f_code
         flag = internal.get(code)
         if flag is None:
-            flag = _is_internal(code)
+            flag = _is_internal(code, outer)
         if flag:
             continue
         if k:
-            inner = _getframe(base + k - 1).f_code
+            inner_frame = _getframe(base + k - 1)
+            inner = inner_frame.f_code
             flag = internal.get(inner)
             if flag is None:
-                flag = _is_internal(inner)
+                flag = _is_internal(inner, inner_frame)
             if not flag:
                 continue
         return code, outer.f_lineno
