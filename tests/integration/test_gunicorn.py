@@ -7,6 +7,7 @@ a worker and ``max_requests`` recycling — and never go down.
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import socket
@@ -28,6 +29,14 @@ INTERVAL = 0.5
 APP = "gunicorn-test"
 
 
+@functools.cache
+def isolation_flags() -> tuple[str, ...]:
+    """gunicorn ≥ 25 shares one control socket per user: concurrent masters would clash."""
+    help_text = subprocess.run([sys.executable, "-m", "gunicorn", "--help"],
+                               capture_output=True, text=True, check=True).stdout
+    return ("--no-control-socket",) if "--no-control-socket" in help_text else ()
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -43,10 +52,12 @@ class Gunicorn:
         env.update(GUNICORN_APP_DB=str(tmp / "app.db"), POOL_EXPORTER_PUSH_URL=push_url,
                    POOL_EXPORTER_PUSH_INTERVAL=str(INTERVAL), POOL_EXPORTER_APP=APP,
                    POOL_EXPORTER_LEAK_THRESHOLD="0.5", PYTHONPATH=str(ROOT))
-        self.log = open(tmp / "gunicorn.log", "w")  # noqa: SIM115
+        self.log_path = tmp / "gunicorn.log"
+        self.log = open(self.log_path, "w")  # noqa: SIM115
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "gunicorn", "--preload", "-b", f"127.0.0.1:{self.port}",
-             "--graceful-timeout", "5", *flags, "tests.integration.gunicorn_app:app"],
+             "--graceful-timeout", "5", *isolation_flags(), *flags,
+             "tests.integration.gunicorn_app:app"],
             env=env, cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT)
 
     def get(self, path: str) -> float:
@@ -62,6 +73,15 @@ class Gunicorn:
         paths = ["/healthy"] * healthy + ["/leaky"] * leaky
         with ThreadPoolExecutor(4) as pool:
             return list(pool.map(self.get, paths))
+
+    def wait_for_processes(self, sc: RunningSidecar, n: int, timeout: float = 30) -> None:
+        """Wait until the sidecar sees ``n`` live processes; on failure show gunicorn's log."""
+        try:
+            sc.wait_until(lambda: processes(sc) == n, timeout=timeout)
+        except pytest.fail.Exception:
+            self.log.flush()
+            tail = self.log_path.read_text().splitlines()[-15:]
+            pytest.fail(f"{processes(sc)} processes, not {n}; gunicorn log:\n" + "\n".join(tail))
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -108,7 +128,7 @@ def test_exact_counts_through_sidecar_restart_and_kill_9(
         g = Gunicorn(tmp_path, sc.push_url, "-w", "4")
         gunicorn_factory.append(g)
         # 4 workers and the preloading master (its pool is instrumented, and idle)
-        sc.wait_until(lambda: processes(sc) == 5, timeout=30)
+        g.wait_for_processes(sc, 5)
         assert checkouts(sc) == 0
         g.drive(healthy=120, leaky=8)
         expect_exact(sc, 128)
@@ -125,7 +145,7 @@ def test_exact_counts_through_sidecar_restart_and_kill_9(
         latencies = g.drive(healthy=40)
         assert len(latencies) == 40
         sc = start_sidecar_process(*fixed)
-        sc.wait_until(lambda: processes(sc) == 5, timeout=15)
+        g.wait_for_processes(sc, 5, timeout=15)
         expect_exact(sc, 168)
 
         # kill -9 of a worker holding leaked connections: nothing goes down, its gauges go.
@@ -151,7 +171,7 @@ def test_exact_counts_through_sidecar_restart_and_kill_9(
                         state="checked_out") == 8 - held
         assert checkouts(sc) == 168
         assert sc.value("pool_exporter_processes_expired_total") == 1
-        sc.wait_until(lambda: processes(sc) == 5, timeout=15)  # gunicorn replaced it
+        g.wait_for_processes(sc, 5, timeout=15)  # gunicorn replaced it
         g.drive(healthy=30)
         expect_exact(sc, 198)
     finally:
@@ -165,7 +185,7 @@ def test_max_requests_recycling_keeps_totals_exact_and_series_constant(
     try:
         g = Gunicorn(tmp_path, sc.push_url, "-w", "3", "--max-requests", "15")
         gunicorn_factory.append(g)
-        sc.wait_until(lambda: processes(sc) == 4, timeout=30)
+        g.wait_for_processes(sc, 4)
         series = sorted(k for k in sc.metrics_text().splitlines() if k.startswith("sqlalchemy_"))
         names = [line.split(" ")[0] for line in series]
         for _ in range(3):
@@ -178,6 +198,6 @@ def test_max_requests_recycling_keeps_totals_exact_and_series_constant(
         assert sc.value("pool_exporter_processes_expired_total") == 0
         assert (sc.value("pool_exporter_pushes_total", result="accepted") or 0) > 10
         assert sc.value("pool_exporter_pushes_total", result="rejected") == 0
-        sc.wait_until(lambda: processes(sc) == 4, timeout=15)
+        g.wait_for_processes(sc, 4, timeout=15)
     finally:
         sc.stop()

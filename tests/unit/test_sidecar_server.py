@@ -115,7 +115,8 @@ def test_instrumented_engine_pushes_and_final_push_retires_it() -> None:
             with engine.connect() as conn:
                 conn.execute(text("select 1"))
         assert pusher.push()
-        key = frozenset({("app", "unit"), ("pool", "mem")})
+        # the process's identity (and app) is fixed by its first instrument() call
+        key = frozenset({("app", runtime.identity().app), ("pool", "mem")})
         got = samples(get(sc.metrics_url + "/metrics")[2])
         assert got[("sqlalchemy_pool_checkouts_total", key)] == 5
         assert got[("sqlalchemy_pool_processes", key)] == 1
