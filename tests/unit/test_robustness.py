@@ -12,7 +12,7 @@ from prometheus_client import CollectorRegistry
 from sqlalchemy import Engine, create_engine, text
 
 import exporter
-from exporter import listeners, runtime
+from exporter import acquire, runtime
 
 
 def test_bookkeeping_error_never_reaches_the_app(
@@ -27,7 +27,7 @@ def test_bookkeeping_error_never_reaches_the_app(
     def boom() -> int:
         raise RuntimeError("bookkeeping failed")
 
-    monkeypatch.setattr(listeners, "get_ident", boom)
+    monkeypatch.setattr(acquire, "get_ident", boom)
     caplog.set_level(logging.ERROR, logger="exporter")
     for _ in range(3):
         with engine.connect() as conn:
