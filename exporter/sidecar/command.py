@@ -62,10 +62,12 @@ def run(args: argparse.Namespace) -> int:
         log.error("cannot listen", error=f"{exc.strerror or exc}",
                   listen=settings.listen, push_listen=settings.push_listen)
         return 1
-    probe = _start_probe(settings, sidecar.registry)
+    probe = _make_probe(settings, sidecar.registry)
     log.info("listening", metrics=sidecar.metrics_url, push=sidecar.push_url,
              per_process=settings.per_process, token=settings.token is not None,
              probe=probe is not None)
+    if probe is not None:
+        probe.start()  # after the "listening" line, which tools wait for first
     done = threading.Event()
 
     def _stop(signum: int, _frame: Any) -> None:
@@ -85,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _start_probe(settings: SidecarSettings, registry: Any) -> Any:
+def _make_probe(settings: SidecarSettings, registry: Any) -> Any:
     if settings.database_url is None:
         return None
     try:
@@ -96,5 +98,4 @@ def _start_probe(settings: SidecarSettings, registry: Any) -> Any:
     probe = DatabaseProbe(settings.database_url.get_secret_value(),
                           interval=settings.probe_interval)
     registry.register(probe)
-    probe.start()
     return probe

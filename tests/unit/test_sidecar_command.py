@@ -113,7 +113,7 @@ def test_database_probe_joins_metrics_and_its_url_is_never_logged() -> None:
     proc = serve("--listen", "127.0.0.1:0", "--push-listen", "127.0.0.1:0",
                  "--probe-interval", "0.2", env={"POOL_EXPORTER_DATABASE_URL": url})
     assert proc.stderr is not None
-    event = json.loads(proc.stderr.readline())
+    event = json.loads(proc.stderr.readline())  # the first line, before the probe's own
     assert (event["event"], event["probe"]) == ("listening", True)
     with urllib.request.urlopen(event["metrics"] + "/metrics", timeout=10) as response:
         text = response.read().decode()
