@@ -7,7 +7,8 @@ exposition. :class:`Sidecar` wires it together; ``command`` is ``serve``.
 """
 
 from exporter.sidecar.aggregator import Aggregator
+from exporter.sidecar.model import Limits, Push, PushRejected
 from exporter.sidecar.server import Sidecar
-from exporter.sidecar.validation import Limits, Push, PushRejected, parse_push
+from exporter.sidecar.validation import parse_push
 
 __all__ = ["Aggregator", "Limits", "Push", "PushRejected", "Sidecar", "parse_push"]

@@ -39,8 +39,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from exporter.sidecar.model import PoolData, Push, PushRejected
 from exporter.sidecar.totals import Totals, layout_of, regression
-from exporter.sidecar.validation import PoolData, Push, PushRejected
 
 #: Gauges summed across processes (SPEC §2 "sum"); all are integer counts.
 SUM_GAUGES = ("checked_out", "idle", "pending", "overflow", "leaked_connections")

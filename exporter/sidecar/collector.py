@@ -17,7 +17,7 @@ from prometheus_client.registry import Collector
 
 from exporter.families import pool_families
 from exporter.sidecar.aggregator import Aggregator
-from exporter.sidecar.validation import REASONS
+from exporter.sidecar.model import REASONS
 from exporter.sidecar.views import RETIRED, aggregated_items, per_process_items
 
 RESULTS = ("accepted", "rejected")

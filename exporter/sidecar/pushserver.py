@@ -18,7 +18,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from exporter.sidecar.validation import PushRejected
+from exporter.sidecar.model import PushRejected
 
 PUSH_PATH = "/v1/push"
 MAX_HEAD = 16 * 1024

@@ -34,8 +34,9 @@ from exporter.logs import RateLimitedReporter, get_logger
 from exporter.settings import SidecarSettings
 from exporter.sidecar.aggregator import Aggregator
 from exporter.sidecar.collector import PushCounters, SidecarCollector
+from exporter.sidecar.model import Limits, PushRejected
 from exporter.sidecar.pushserver import PUSH_PATH, PushServer
-from exporter.sidecar.validation import Limits, PushRejected, parse_push
+from exporter.sidecar.validation import parse_push
 from exporter.sidecar.views import api_document
 
 log = get_logger(__name__)

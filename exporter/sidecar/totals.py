@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from operator import add, lt, sub
 
-from exporter.sidecar.validation import HistData, PoolData
+from exporter.sidecar.model import HistData, PoolData
 from exporter.snapshot import HISTOGRAM_NAMES
 from exporter.stats import COUNTER_NAMES
 

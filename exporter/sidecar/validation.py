@@ -16,27 +16,12 @@ Every rejection carries an HTTP status, a ``reason`` (the label of
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
 from itertools import pairwise
 from typing import Any
 
+from exporter.sidecar.model import REASONS, HistData, Limits, PoolData, Push, PushRejected
 from exporter.snapshot import GAUGE_NAMES, HISTOGRAM_NAMES, SCHEMA_VERSION
 from exporter.stats import COUNTER_NAMES
-
-#: Every reason a push can be rejected for (the ``reason`` label values).
-REASONS = (
-    "unauthorized",
-    "body_too_large",
-    "malformed_json",
-    "schema_version",
-    "invalid_value",
-    "label_too_long",
-    "too_many_pools",
-    "too_many_processes",
-    "bucket_layout",
-    "identity_changed",
-    "stale_sequence",
-)
 
 MAX_COUNT = 2**63 - 1  # beyond this a count is certainly garbage (and loses precision)
 MAX_NUMBER = 1e300
@@ -55,71 +40,12 @@ COUNT_GAUGES = frozenset(
 )
 
 
+__all__ = ["REASONS", "HistData", "Limits", "PoolData", "Push", "PushRejected", "parse_push"]
+
 _INT_TYPE = frozenset({int})
 _STR_TYPE = frozenset({str})
 _NUMBER_TYPES = frozenset({int, float})
 _LAYOUTS: dict[tuple[Any, ...], tuple[float, ...]] = {}
-
-
-class PushRejected(Exception):
-    """A push the sidecar refuses: HTTP ``status``, ``reason`` code, one-line ``message``."""
-
-    def __init__(self, status: int, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.reason = reason
-        self.message = message
-
-
-@dataclass(slots=True)
-class HistData:
-    """One cumulative histogram: finite bounds, cumulative counts (last is +Inf), sum, count."""
-
-    buckets: tuple[float, ...]
-    counts: tuple[int, ...] | list[int]
-    sum: float
-    count: int
-
-
-@dataclass(slots=True)
-class PoolData:
-    """One pool of one push, validated."""
-
-    info: dict[str, str]
-    gauges: dict[str, Any]
-    counters: dict[str, int]
-    histograms: dict[str, HistData]
-    held: list[dict[str, Any]] = field(default_factory=list)
-
-
-@dataclass(slots=True)
-class Push:
-    """One validated push."""
-
-    app: str
-    instance: str
-    pid: int
-    host: str
-    started_at: float
-    seq: int
-    interval: float
-    final: bool
-    sent_at: float
-    pools: dict[str, PoolData]
-
-    @property
-    def process(self) -> str:
-        """The ``process`` label value: ``host/pid``."""
-        return f"{self.host}/{self.pid}"
-
-
-@dataclass(frozen=True)
-class Limits:
-    """Size limits applied to every push."""
-
-    max_pools: int = 64
-    max_label_length: int = 256
-    max_body_bytes: int = 1_048_576
 
 
 def _bad(where: str, what: str) -> PushRejected:

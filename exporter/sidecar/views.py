@@ -17,7 +17,7 @@ from typing import Any
 
 from exporter.families import PoolItem
 from exporter.sidecar.aggregator import Aggregator, Group
-from exporter.sidecar.validation import PoolData
+from exporter.sidecar.model import PoolData
 
 RETIRED = "retired"
 
