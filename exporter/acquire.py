@@ -16,10 +16,11 @@ attributes of the current pool object):
   listener sets ``engine._has_events``, which puts every Connection of the app on
   SQLAlchemy's slower event-dispatching path.
 
-This is the hot path: closures keep what they need in locals, each checkout and each
-return takes the stats lock once, and every piece of bookkeeping is guarded — an error in
-the exporter is reported (rate-limited) and never reaches the app, whose own exceptions
-pass through untouched.
+This is the hot path: closures keep what they need in locals and update the stats with
+single statements that are atomic under the GIL — no lock, which also means a finalizer
+that checks a connection in while another update runs on the same thread cannot
+deadlock. Every piece of bookkeeping is guarded: an error in the exporter is reported
+(rate-limited) and never reaches the app, whose own exceptions pass through untouched.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from time import perf_counter
 from typing import Any
 
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
-from sqlalchemy.pool import Pool
+from sqlalchemy.pool import Pool, SingletonThreadPool
 
 from exporter import sites
 from exporter.logs import RateLimitedReporter
@@ -46,18 +47,21 @@ except ImportError:  # pragma: no cover
 
 
 def _wrap_connect(pool: Pool, stats: PoolStats, reporter: RateLimitedReporter) -> None:
-    # Hot path: everything the closure needs is a local; one lock section per checkout;
-    # the pending count's increment is an atomic C call so it needs no lock at all.
     original = pool.connect
-    acquire = stats.lock.acquire
-    release = stats.lock.release
     held = stats.held
     started = stats.waits_started
-    wait_bounds = stats.wait.bounds
-    wait_counts = stats.wait.counts
     wait = stats.wait
-    recent: list[int] = []  # checkout-site depths that worked lately (see sites.locate)
+    wait_bounds = wait.bounds
+    wait_counts = wait.counts
+    first_bound = wait_bounds[0]
+    # Checkout-site depths that found the app's frame lately, and (depth, code) pairs
+    # already checked to have only SQLAlchemy frames below them (see sites.locate).
+    recent: list[int] = []
+    verified: dict[int, tuple[int, Any]] = {}
     locate = sites.locate
+    capture_sites = stats.capture_sites
+    # Only SingletonThreadPool hands the same thread its checked-out proxy again.
+    reentrant = isinstance(pool, SingletonThreadPool)
 
     def connect() -> Any:
         next(started)
@@ -66,44 +70,46 @@ def _wrap_connect(pool: Pool, stats: PoolStats, reporter: RateLimitedReporter) -
             fairy = original()
         except PoolTimeoutError:
             elapsed = perf_counter() - start
-            acquire()
-            try:
-                stats.waits_finished += 1
-                stats.checkout_timeouts += 1
-                wait_counts[bisect_left(wait_bounds, elapsed)] += 1
-                wait.sum += elapsed
-            finally:
-                release()
+            stats.checkout_timeouts += 1
+            wait_counts[bisect_left(wait_bounds, elapsed)] += 1
+            wait.sum += elapsed
             raise
         except BaseException:
-            acquire()
-            stats.waits_finished += 1
-            release()
+            stats.waits_failed += 1
             raise
         now = perf_counter()
         try:
-            # A re-entrant checkout (SingletonThreadPool) hands back a proxy that is
-            # already checked out: not a new checkout.
-            if fairy._counter == 1:
-                rec = fairy._connection_record
-                site = locate(recent) if stats.capture_sites else None
-                entry = (now, site, get_ident(), rec.fairy_ref)
-                elapsed = now - start
-                acquire()
-                try:
-                    stats.waits_finished += 1
-                    stats.checkouts += 1
-                    wait_counts[bisect_left(wait_bounds, elapsed)] += 1
-                    wait.sum += elapsed
-                    held[rec] = entry
-                    if len(held) > stats.peak:
-                        stats.peak = len(held)
-                finally:
-                    release()
-            else:
-                acquire()
-                stats.waits_finished += 1
-                release()
+            if reentrant and fairy._counter != 1:
+                # A re-entrant checkout hands back a proxy that is already checked out:
+                # not a new checkout.
+                stats.waits_failed += 1
+                return fairy
+            site = None
+            if capture_sites:
+                for k in recent:  # the fast path of sites.locate, inlined
+                    try:
+                        frame = _getframe(1 + k)
+                    except ValueError:
+                        continue
+                    code = frame.f_code
+                    known = verified.get(id(code))  # hashing a code object costs ~70 ns
+                    if known is not None and known[0] == k and known[1] is code:
+                        site = (code, frame.f_lasti)
+                        break
+                else:
+                    site = locate(recent, verified)
+            rec = fairy._connection_record
+            elapsed = now - start
+            # Each statement below is atomic under the GIL (no call or backward jump
+            # inside it), so no lock is needed; readers copy containers in one C call.
+            stats.checkouts += 1
+            # A healthy pool hands out an idle connection well inside the first bucket.
+            wait_counts[0 if elapsed <= first_bound else bisect_left(wait_bounds, elapsed)] += 1
+            wait.sum += elapsed
+            held[rec] = (now, site, get_ident(), rec.fairy_ref)
+            n = len(held)
+            if n > stats.peak:
+                stats.peak = n
         except Exception as exc:  # never let bookkeeping reach the app
             reporter.report("checkout", exc)
         return fairy
@@ -115,20 +121,19 @@ def _wrap_connect(pool: Pool, stats: PoolStats, reporter: RateLimitedReporter) -
 
 def _wrap_creator(pool: Pool, stats: PoolStats, reporter: RateLimitedReporter) -> None:
     original = pool._invoke_creator
-    lock = stats.lock
+    connect = stats.connect
 
     def invoke_creator(rec: Any) -> Any:
         start = perf_counter()
         try:
             connection = original(rec)
         except BaseException:
-            with lock:
-                stats.connect_errors += 1
+            stats.connect_errors += 1
             raise
         elapsed = perf_counter() - start
-        with lock:
-            stats.connections_created += 1
-            stats.connect.observe(elapsed)
+        stats.connections_created += 1
+        connect.counts[bisect_left(connect.bounds, elapsed)] += 1
+        connect.sum += elapsed
         return connection
 
     setattr(invoke_creator, _MARK, stats)
@@ -137,13 +142,8 @@ def _wrap_creator(pool: Pool, stats: PoolStats, reporter: RateLimitedReporter) -
 
 
 def _wrap_return(pool: Pool, stats: PoolStats, reporter: RateLimitedReporter) -> None:
-    # Every end of a checkout hands the record back through ``pool._do_return_conn``:
-    # checkin (also the garbage collector's, on sync drivers) and detach (also the
-    # collector's, on asyncio drivers). Wrapping it costs one plain call, where a checkin
-    # *event* listener costs SQLAlchemy's listener dispatch on every return.
+    # Every end of a checkout hands its record back through ``pool._do_return_conn``.
     original = pool._do_return_conn
-    acquire = stats.lock.acquire
-    release = stats.lock.release
     held = stats.held
     leaked = stats.leaked
     use = stats.use
@@ -152,26 +152,17 @@ def _wrap_return(pool: Pool, stats: PoolStats, reporter: RateLimitedReporter) ->
 
     def do_return_conn(rec: Any) -> None:
         try:
-            entry = held.get(rec)
+            entry = held.pop(rec, None)
             if entry is not None:
                 age = perf_counter() - entry[0]
+                use_counts[bisect_left(use_bounds, age)] += 1
+                use.sum += age
                 ref = entry[3]
                 # The proxy is gone: the garbage collector is returning what the app forgot.
                 reclaimed = ref is not None and ref() is None
-                was_leaked = False
-                acquire()
-                try:
-                    if held.pop(rec, None) is not None:
-                        use_counts[bisect_left(use_bounds, age)] += 1
-                        use.sum += age
-                        if reclaimed:
-                            stats.gc_reclaimed += 1
-                        if rec in leaked:
-                            leaked.discard(rec)
-                            was_leaked = True
-                finally:
-                    release()
-                if was_leaked:
+                if reclaimed:
+                    stats.gc_reclaimed += 1
+                if leaked and leaked.pop(rec, None) is entry:
                     stats.leak_returned(entry, age, reclaimed)
         except Exception as exc:  # never let bookkeeping reach the app
             reporter.report("checkin", exc)

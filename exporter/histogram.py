@@ -4,7 +4,7 @@ prometheus_client's ``Histogram.observe()`` takes a lock and walks every bucket
 (~640 ns); on the checkout path we can afford neither. A :class:`Histogram` here keeps
 *non-cumulative* counts per bucket and a running sum, and turns them into Prometheus'
 cumulative ``le`` form only when a snapshot is taken. Callers serialise observations
-with their own lock (the pool stats lock), so the histogram itself holds none.
+themselves (single statements atomic under the GIL), so the histogram holds no lock.
 """
 
 from __future__ import annotations
@@ -77,7 +77,7 @@ class Histogram:
         """Cumulative wire form of the current counts."""
         cumulative: list[int] = []
         running = 0
-        for c in self.counts:
+        for c in list(self.counts):  # one C call: a consistent copy
             running += c
             cumulative.append(running)
         return {

@@ -2,8 +2,9 @@
 
 A leak report is only useful if it names the line that took the connection. At checkout
 we walk up the stack past SQLAlchemy's and the exporter's frames and keep the code object
-and line number of the first frame outside them (two references, no string formatting);
-the text ``path/to/file.py:42 in handler`` is built only when someone reads it.
+and instruction offset of the first frame outside them (two references, no string
+formatting, not even a line-table lookup); the text ``path/to/file.py:42 in handler`` is
+built only when someone reads it.
 
 Async engines run the pool inside a greenlet spawned by SQLAlchemy, whose stack ends at
 SQLAlchemy's ``greenlet_spawn``; the app's coroutine frames hang off the *parent*
@@ -39,6 +40,7 @@ try:  # greenlet is optional; without it async engines cannot run anyway
 except ImportError:  # pragma: no cover - depends on the environment
     _getcurrent = None
 
+#: (code object, byte offset of the current instruction) of the app's frame.
 Site = tuple[CodeType, int]
 
 
@@ -70,55 +72,38 @@ def _walk(frame: FrameType | None) -> tuple[Site, int] | None:
         if flag is None:
             flag = _is_internal(code, frame)
         if not flag:
-            return (code, frame.f_lineno), depth
+            return (code, frame.f_lasti), depth
         frame = frame.f_back
         depth += 1
     return None
 
 
-def locate(recent: list[int]) -> Site | None:
-    """Site of the checkout calling the wrapper that calls this, using remembered depths.
+def locate(recent: list[int], verified: dict[int, tuple[int, CodeType]]) -> Site | None:
+    """Site of the checkout calling the wrapper that calls this; remembers how it found it.
 
     Walking frame by frame creates a frame object for every SQLAlchemy frame on the way
-    (9 of them under ``Session.execute``). ``sys._getframe(n)`` creates only the one it
-    returns, so a depth that found the site before is tried first, checked with two
-    frames: the one at that depth must be internal and the next one must not. Only when
-    no remembered depth fits does it walk, and the depth it finds is remembered
-    (``recent`` holds a few, most recent first). An app frame *between* SQLAlchemy frames
-    (an event hook that checks out a connection) can make a remembered depth pick the
-    hook's caller instead of the hook; both are the app's code.
+    (9 of them under ``Session.execute``), while ``sys._getframe(n)`` creates only the one
+    it returns. So the connect wrapper first tries the depths in ``recent`` directly and
+    accepts a frame there if its code was found at that depth by a full walk before
+    (``verified``: ``id(code)`` -> (depth, code), keyed by id because hashing a code
+    object costs ~70 ns, holding the code so the id cannot be reused); only when none
+    fits does it call this, which walks and remembers.
+    An app frame *between* SQLAlchemy frames (an event hook that checks out a connection)
+    can make a remembered depth pick the hook's caller instead of the hook; both are the
+    app's code.
     """
-    base = 2  # 0: this function, 1: the connect wrapper, 2: its caller
-    internal = _internal
-    for k in recent:
-        try:
-            outer = _getframe(base + k)
-        except ValueError:
-            continue  # the stack is shallower than this remembered depth
-        code = outer.f_code
-        flag = internal.get(code)
-        if flag is None:
-            flag = _is_internal(code, outer)
-        if flag:
-            continue
-        if k:
-            inner_frame = _getframe(base + k - 1)
-            inner = inner_frame.f_code
-            flag = internal.get(inner)
-            if flag is None:
-                flag = _is_internal(inner, inner_frame)
-            if not flag:
-                continue
-        return code, outer.f_lineno
-    found = _walk(_getframe(base))
-    if found is not None:
-        site, k = found
-        # Shared by threads: only insert and truncate, which never raise mid-way.
-        if k not in recent:
-            recent.insert(0, k)
-            del recent[4:]
-        return site
-    return capture(base + 1)  # async: the app's frames continue in the parent greenlet
+    found = _walk(_getframe(2))  # 0: this function, 1: the connect wrapper, 2: its caller
+    if found is None:
+        return capture(3)  # async: the app's frames continue in the parent greenlet
+    site, k = found
+    # Shared by threads: only add, insert and truncate, which never raise mid-way.
+    if len(verified) > 1024:
+        verified.clear()
+    verified[id(site[0])] = (k, site[0])
+    if k not in recent:
+        recent.insert(0, k)
+        del recent[4:]
+    return site
 
 
 def capture(depth: int = 1) -> Site | None:
@@ -135,8 +120,18 @@ def describe(site: Site | None) -> str:
     """Human text for a captured site: ``file.py:42 in func``, or ``unknown``."""
     if site is None:
         return "unknown"
-    code, line = site
-    return f"{_short_path(code.co_filename)}:{line} in {code.co_name}"
+    code, lasti = site
+    return f"{_short_path(code.co_filename)}:{line_of(code, lasti)} in {code.co_name}"
+
+
+def line_of(code: CodeType, lasti: int) -> int | str:
+    """Source line of the instruction at byte offset ``lasti`` in ``code``."""
+    # Reading f_lineno at checkout would decode the line table every time; the offset is
+    # free to keep, and this runs only when a site is reported.
+    for start, end, line in code.co_lines():
+        if start <= lasti < end and line is not None:
+            return line
+    return code.co_firstlineno
 
 
 def _short_path(path: str) -> str:

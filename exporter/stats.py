@@ -19,8 +19,9 @@ Concepts, as the metrics use them:
   ``leaks_total`` and logged with its checkout site) and stays in the leaked gauge until
   it ends.
 
-Every field is updated under ``lock`` with plain arithmetic; metric families are built
-from :meth:`PoolStats.read` only when a scrape or a push asks.
+The hot path updates every field with plain single-statement arithmetic (atomic under
+the GIL, see :mod:`exporter.acquire`); metric families are built from
+:meth:`PoolStats.read` only when a scrape or a push asks.
 """
 
 from __future__ import annotations
@@ -82,6 +83,36 @@ class StatsReading:
 class PoolStats:
     """Counters, gauges and histograms of one instrumented engine's pool."""
 
+    # Slots: the hot path updates a few of these on every checkout.
+    __slots__ = (
+        "_slot_seconds",
+        "_slot_start",
+        "_slots",
+        "_started_base",
+        "capture_sites",
+        "checkout_timeouts",
+        "checkouts",
+        "connect",
+        "connect_errors",
+        "connections_closed",
+        "connections_created",
+        "gc_reclaimed",
+        "held",
+        "invalidations_hard",
+        "invalidations_soft",
+        "leak_threshold",
+        "leaked",
+        "leaks",
+        "lock",
+        "name",
+        "peak",
+        "peak_window",
+        "use",
+        "wait",
+        "waits_failed",
+        "waits_started",
+    )
+
     def __init__(
         self,
         name: str,
@@ -91,8 +122,8 @@ class PoolStats:
         buckets: tuple[float, ...] = DEFAULT_BUCKETS,
     ) -> None:
         self.name = name
-        # Reentrant: a garbage-collected connection can be checked in by a finalizer
-        # that runs inside another stats update on the same thread.
+        # Serialises the readers (scrapes, pushes, the monitor) among themselves; the hot
+        # path takes no lock (see exporter.acquire).
         self.lock = threading.RLock()
         self.leak_threshold = leak_threshold
         self.capture_sites = leak_threshold > 0
@@ -105,12 +136,15 @@ class PoolStats:
         self.invalidations_soft = 0
         self.leaks = 0
         self.gc_reclaimed = 0
-        # pending = started - finished; ``next()`` on a count is atomic, so a waiter
-        # announces itself without taking the lock.
+        # pending = waits started - (checkouts + timeouts + waits_failed); ``next()`` on
+        # a count is one atomic C call, so a waiter announces itself for ~20 ns.
         self.waits_started = itertools.count()
-        self.waits_finished = 0
+        self.waits_failed = 0  # connect errors and re-entrant checkouts end a wait too
+        self._started_base = 0  # waits started before the last reset (fork)
         self.held: dict[Any, HeldEntry] = {}
-        self.leaked: set[Any] = set()
+        # record -> the held entry that was flagged; a flag counts only while that very
+        # entry is still held, so a race with its return can never leave a stale leak.
+        self.leaked: dict[Any, HeldEntry] = {}
         self.wait = Histogram(buckets)
         self.use = Histogram(buckets)
         self.connect = Histogram(buckets)
@@ -127,8 +161,9 @@ class PoolStats:
         """Start every counter, gauge and histogram from zero, in place (after fork)."""
         for name in COUNTER_NAMES:
             setattr(self, name, 0)
+        self.waits_failed = 0
         # The hot path holds this count object; zero pending by catching up with it.
-        self.waits_finished = _count_value(self.waits_started)
+        self._started_base = _count_value(self.waits_started)
         self.held.clear()
         self.leaked.clear()
         for hist in (self.wait, self.use, self.connect):
@@ -160,10 +195,14 @@ class PoolStats:
         now = time.perf_counter()
         fresh: list[tuple[float, HeldEntry]] = []
         with self.lock:
-            for rec, entry in self.held.items():
+            held = list(self.held.items())  # one C call: a consistent copy
+            for rec, flagged in list(self.leaked.items()):
+                if self.held.get(rec) is not flagged:
+                    self.leaked.pop(rec, None)  # returned while being flagged
+            for rec, entry in held:
                 age = now - entry[0]
-                if age > self.leak_threshold and rec not in self.leaked:
-                    self.leaked.add(rec)
+                if age > self.leak_threshold and self.leaked.get(rec) is not entry:
+                    self.leaked[rec] = entry
                     self.leaks += 1
                     fresh.append((age, entry))
         for age, entry in fresh:
@@ -183,16 +222,20 @@ class PoolStats:
         now = time.perf_counter()
         with self.lock:
             counters = {n: getattr(self, n) for n in COUNTER_NAMES}
+            held = list(self.held.items())  # one C call: a consistent copy
+            leaked = self.leaked
             entries = sorted(
-                ((now - e[0], e, rec in self.leaked) for rec, e in self.held.items()),
+                ((now - e[0], e, leaked.get(rec) is e) for rec, e in held),
                 key=lambda item: -item[0],
             )
+            finished = counters["checkouts"] + counters["checkout_timeouts"] + self.waits_failed
+            started = _count_value(self.waits_started) - self._started_base
             reading = StatsReading(
                 counters=counters,
-                pending=max(0, _count_value(self.waits_started) - self.waits_finished),
-                checked_out=len(self.held),
+                pending=max(0, started - finished),
+                checked_out=len(held),
                 peak_checked_out=peak,
-                leaked=len(self.leaked),
+                leaked=sum(1 for _, _, is_leaked in entries if is_leaked),
                 oldest_checkout_seconds=entries[0][0] if entries else 0.0,
                 histograms={
                     "wait_seconds": self.wait.data(),
@@ -211,7 +254,7 @@ class PoolStats:
         ]
         return reading
 
-    # -- end of a checkout (called from checkin/detach listeners) -------------------
+    # -- cold paths of the hot-path wrappers -------------------------------------
 
     def leak_returned(self, entry: HeldEntry, held_seconds: float, reclaimed: bool) -> None:
         """Log that a connection flagged as leaked has finally come back."""
