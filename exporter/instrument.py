@@ -8,6 +8,7 @@ process: a second engine with the same URL gets ``name#2``.
 
 from __future__ import annotations
 
+import sys
 import threading
 import weakref
 from collections.abc import Sequence
@@ -123,6 +124,9 @@ def instrument(
         inst.wiring.attach()
         _registry[id(sync)] = inst
         weakref.finalize(sync, _forget, id(sync), inst)
+    if not getattr(sys, "_is_gil_enabled", lambda: True)():
+        # The hot path relies on single statements being atomic under the GIL.
+        log.warning("free-threaded Python: pool counts may be approximate", pool=stats.name)
     runtime.started(settings, REGISTRY if registry is _DEFAULT else registry)
     log.debug("pool instrumented", pool=stats.name)
     return stats
