@@ -146,8 +146,10 @@ class Aggregator:
         expiry_factor: float = 3.0,
         max_tombstones: int | None = None,
         clock: Callable[[], float] = time.monotonic,
+        on_expire: Callable[[Push, float], None] | None = None,
     ) -> None:
         self.max_processes = max_processes
+        self.on_expire = on_expire  # called with (last push, silent seconds) per expiry
         self.expiry_factor = expiry_factor
         self.max_tombstones = max_tombstones or max(4 * max_processes, 1024)
         self.clock = clock
@@ -249,8 +251,11 @@ class Aggregator:
             if now - p.last_seen > self.expiry_factor * p.push.interval
         ]
         for push in stale:
+            silent = now - self.processes[push.instance].last_seen
             self._retire(push.instance, push)
             self.expired_total += 1
+            if self.on_expire is not None:
+                self.on_expire(push, silent)
 
     def expire(self) -> None:
         """Retire every process silent for longer than ``expiry_factor`` x its interval."""

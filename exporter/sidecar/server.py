@@ -34,7 +34,7 @@ from exporter.logs import RateLimitedReporter, get_logger
 from exporter.settings import SidecarSettings
 from exporter.sidecar.aggregator import Aggregator
 from exporter.sidecar.collector import PushCounters, SidecarCollector
-from exporter.sidecar.model import Limits, PushRejected
+from exporter.sidecar.model import Limits, Push, PushRejected
 from exporter.sidecar.pushserver import PUSH_PATH, PushServer
 from exporter.sidecar.validation import parse_push
 from exporter.sidecar.views import api_document
@@ -65,7 +65,8 @@ class Sidecar:
         self.settings = settings if settings is not None else SidecarSettings()
         s = self.settings
         self.aggregator = Aggregator(max_processes=s.max_processes,
-                                     expiry_factor=s.expiry_factor, clock=clock)
+                                     expiry_factor=s.expiry_factor, clock=clock,
+                                     on_expire=self._expired)
         self.counters = PushCounters()
         self.limits = Limits(max_pools=s.max_pools, max_label_length=s.max_label_length,
                              max_body_bytes=s.max_body_bytes)
@@ -174,6 +175,11 @@ class Sidecar:
             return 500, {"error": "internal error while applying the push"}
         self.counters.accepted()
         return 200, {"status": "accepted"}
+
+    @staticmethod
+    def _expired(push: Push, silent: float) -> None:
+        log.info("process expired", app=push.app, process=push.process,
+                 silent_seconds=round(silent, 1), pools=len(push.pools))
 
     def rejected(self, exc: PushRejected) -> tuple[int, dict[str, Any]]:
         """Count and log (rate-limited) one rejection; returns its response."""

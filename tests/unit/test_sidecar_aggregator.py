@@ -89,7 +89,9 @@ def test_max_connections_absent_when_any_live_pool_is_unbounded(sc: Sidecar) -> 
     assert agg(sc)["gauges"]["max_connections"] == 15
 
 
-def test_expiry_after_factor_times_own_interval(sc: Sidecar, clock: Clock) -> None:
+def test_expiry_after_factor_times_own_interval(sc: Sidecar, clock: Clock,
+                                                 caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level("INFO", logger="exporter")
     push(sc, "fast", interval=1.0, pools={"db": pool(checkouts=5, gauges={"checked_out": 1})})
     push(sc, "slow", interval=10.0, pools={"db": pool(checkouts=2, gauges={"checked_out": 2})})
     clock.now += 3.0
@@ -102,6 +104,8 @@ def test_expiry_after_factor_times_own_interval(sc: Sidecar, clock: Clock) -> No
     assert item["gauges"]["checked_out"] == 2
     assert item["counters"]["checkouts"] == 7
     assert sc.aggregator.expired_total == 1
+    (record,) = [r for r in caplog.records if r.msg.startswith("process expired")]
+    assert record.msg == "process expired app=shop process=web-1/100 silent_seconds=3.0 pools=1"
     clock.now += 30
     sc.aggregator.expire()
     item = agg(sc)
