@@ -10,6 +10,8 @@ exit a final push marks the process retired so the sidecar folds it in at once.
 
 from __future__ import annotations
 
+import http.client
+import io
 import json
 import threading
 import urllib.error
@@ -49,6 +51,7 @@ class Pusher:
 
     def start(self) -> None:
         """Start the push thread."""
+        _warm_up(self.url)
         self._thread = threading.Thread(target=self._run, name="pool-exporter-push", daemon=True)
         self._thread.start()
 
@@ -111,6 +114,17 @@ class Pusher:
                 self._healthy = True
                 log.info("push to sidecar recovered", url=_redact(self.url))
             return True
+
+
+def _warm_up(url: str) -> None:
+    # Do in the caller's thread what the first push would import lazily (the idna codec
+    # for getaddrinfo, the email parser for response headers). A fork() while the push
+    # thread is inside an import leaves that module's import lock held for ever in the
+    # child — a gunicorn worker forked right after preload — and the child's own push
+    # thread would hang on it at its first push.
+    "localhost".encode("idna")
+    urllib.request.Request(url, data=b"", method="POST")
+    http.client.parse_headers(io.BytesIO(b"Content-Type: application/json\r\n\r\n"))
 
 
 def _reason(exc: BaseException) -> str:
