@@ -61,6 +61,8 @@ class Pusher:
 
     def stop(self, final: bool = True, timeout: float | None = None) -> None:
         """Stop the thread; with ``final`` send one last snapshot marking this process gone."""
+        if self._stop.is_set():
+            return  # already stopped (and said goodbye); atexit may call again
         self._stop.set()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout if timeout is not None else self.timeout + 1)
