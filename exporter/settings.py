@@ -106,6 +106,16 @@ class SidecarSettings(BaseSettings):
 
     _hostport = field_validator("listen", "push_listen")(_check_hostport)
 
+    @field_validator("database_url")
+    @classmethod
+    def _postgres_url(cls, value: SecretStr | None) -> SecretStr | None:
+        # Fail at start, naming the setting, rather than when the probe first runs.
+        if value is not None and value.get_secret_value():
+            from exporter.probe import connect_kwargs
+
+            connect_kwargs(value.get_secret_value())  # ValueError never carries the password
+        return value
+
 
 def describe_error(exc: ValidationError) -> str:
     """One line naming the first invalid setting and what is wrong with it."""

@@ -59,6 +59,12 @@ def test_flags_override_environment(monkeypatch: pytest.MonkeyPatch) -> None:
         (["--log-format", "xml", "--token", "hunter2"], {}, "invalid setting "
          "POOL_EXPORTER_LOG_FORMAT (log_format): String should match pattern "
          "'^(auto|json|console)$'"),
+        (["--database-url", "mysql://app:hunter2@db/shop"], {}, "invalid setting "
+         "POOL_EXPORTER_DATABASE_URL (database_url): database probe supports PostgreSQL "
+         "only, not 'mysql'"),
+        ([], {"POOL_EXPORTER_DATABASE_URL": "host=db password=hunter2 = broken"},
+         "invalid setting POOL_EXPORTER_DATABASE_URL (database_url): database URL is not "
+         "a valid URL or libpq DSN"),
     ],
 )
 def test_invalid_setting_exits_2_with_one_line(flags: list[str], env: dict[str, str],
