@@ -46,6 +46,13 @@ except ImportError:  # pragma: no cover
     from _thread import get_ident
 
 
+def _install(pool: Pool, attr: str, wrapper: Any, original: Any, stats: PoolStats) -> None:
+    """Put ``wrapper`` on ``pool`` as instance attribute ``attr``, marked as ours."""
+    setattr(wrapper, _MARK, stats)
+    wrapper.__wrapped__ = original
+    setattr(pool, attr, wrapper)
+
+
 def _wrap_connect(pool: Pool, stats: PoolStats, reporter: RateLimitedReporter) -> None:
     original = pool.connect
     held = stats.held
@@ -114,9 +121,7 @@ def _wrap_connect(pool: Pool, stats: PoolStats, reporter: RateLimitedReporter) -
             reporter.report("checkout", exc)
         return fairy
 
-    setattr(connect, _MARK, stats)
-    connect.__wrapped__ = original  # type: ignore[attr-defined]
-    pool.connect = connect  # type: ignore[method-assign]
+    _install(pool, "connect", connect, original, stats)
 
 
 def _wrap_creator(pool: Pool, stats: PoolStats, reporter: RateLimitedReporter) -> None:
@@ -136,9 +141,7 @@ def _wrap_creator(pool: Pool, stats: PoolStats, reporter: RateLimitedReporter) -
         connect.sum += elapsed
         return connection
 
-    setattr(invoke_creator, _MARK, stats)
-    invoke_creator.__wrapped__ = original  # type: ignore[attr-defined]
-    pool._invoke_creator = invoke_creator
+    _install(pool, "_invoke_creator", invoke_creator, original, stats)
 
 
 def _wrap_return(pool: Pool, stats: PoolStats, reporter: RateLimitedReporter) -> None:
@@ -168,9 +171,7 @@ def _wrap_return(pool: Pool, stats: PoolStats, reporter: RateLimitedReporter) ->
             reporter.report("checkin", exc)
         original(rec)
 
-    setattr(do_return_conn, _MARK, stats)
-    do_return_conn.__wrapped__ = original  # type: ignore[attr-defined]
-    pool._do_return_conn = do_return_conn  # type: ignore[method-assign,assignment]
+    _install(pool, "_do_return_conn", do_return_conn, original, stats)
 
 
 def _wrap_recreate(pool: Pool, stats: PoolStats, reporter: RateLimitedReporter) -> None:
@@ -184,9 +185,7 @@ def _wrap_recreate(pool: Pool, stats: PoolStats, reporter: RateLimitedReporter) 
             reporter.report("recreate", exc)
         return new_pool
 
-    setattr(recreate, _MARK, stats)
-    recreate.__wrapped__ = original  # type: ignore[attr-defined]
-    pool.recreate = recreate  # type: ignore[method-assign]
+    _install(pool, "recreate", recreate, original, stats)
 
 
 def wrap_pool(pool: Pool, stats: PoolStats, reporter: RateLimitedReporter) -> None:

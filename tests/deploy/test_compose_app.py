@@ -10,12 +10,10 @@ probe's role from ``init.sql`` can read the server.
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import subprocess
 import sys
-import threading
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -30,6 +28,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.conftest import IN_CI
 from tests.deploy.tools import COMPOSE_DIR, ROOT
 from tests.integration.pgcluster import PgCluster, find_bindir
+from tests.sidecar_log import watch_listening
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -92,24 +91,8 @@ class Sidecar:
         self.process = subprocess.Popen([sys.executable, "-m", "exporter", "serve"], env=env,
                                         cwd=ROOT, stdout=subprocess.DEVNULL,
                                         stderr=subprocess.PIPE, text=True)
-        found: dict[str, Any] = {}
-        ready = threading.Event()
-        stderr = self.process.stderr
-        assert stderr is not None
-
-        def drain() -> None:
-            for line in stderr:
-                try:
-                    event = json.loads(line)
-                except ValueError:
-                    continue
-                if event.get("event") == "listening":
-                    found.update(event)
-                    ready.set()
-            ready.set()
-
-        threading.Thread(target=drain, daemon=True).start()
-        ready.wait(30)
+        assert self.process.stderr is not None
+        found, _ = watch_listening(self.process.stderr)
         assert found, "sidecar did not start"
         self.metrics_url: str = found["metrics"]
         self.push_url: str = found["push"]

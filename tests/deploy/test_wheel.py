@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-import threading
 import time
 import urllib.request
 import zipfile
@@ -23,6 +22,7 @@ import pytest
 from exporter.assets import iter_assets
 from tests.conftest import require_binary
 from tests.deploy.tools import ROOT, ImageVenv, read_dockerfile
+from tests.sidecar_log import watch_listening
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -85,25 +85,7 @@ def _start_entrypoint(image_venv: ImageVenv, cwd: Path) -> tuple[subprocess.Pope
                                cwd=cwd, env=env, stdout=subprocess.DEVNULL,
                                stderr=subprocess.PIPE, text=True)
     assert process.stderr is not None
-    stderr = process.stderr
-    lines: list[str] = []
-    found: dict[str, Any] = {}
-    ready = threading.Event()
-
-    def drain() -> None:
-        for line in stderr:
-            lines.append(line)
-            try:
-                event = json.loads(line)
-            except ValueError:
-                continue
-            if event.get("event") == "listening":
-                found.update(event)
-                ready.set()
-        ready.set()
-
-    threading.Thread(target=drain, daemon=True).start()
-    ready.wait(30)
+    found, lines = watch_listening(process.stderr)
     return process, found, lines
 
 

@@ -25,7 +25,6 @@ import json
 import os
 import subprocess
 import sys
-import threading
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -39,6 +38,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.settings import SidecarSettings
 from exporter.sidecar import Sidecar
+from tests.sidecar_log import watch_listening
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -135,26 +135,7 @@ def start_sidecar_process(*flags: str, env: dict[str, str] | None = None,
     process = subprocess.Popen(args, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
                                text=True, env=full_env, cwd=ROOT)
     assert process.stderr is not None
-    stderr = process.stderr
-    found: dict[str, Any] = {}
-    ready = threading.Event()
-    lines: list[str] = []
-
-    def drain() -> None:  # keep reading so the pipe never fills and blocks the sidecar
-        for line in stderr:
-            lines.append(line.rstrip("\n"))
-            if not ready.is_set():
-                try:
-                    event = json.loads(line)
-                except ValueError:
-                    continue
-                if event.get("event") == "listening":
-                    found.update(event)
-                    ready.set()
-        ready.set()
-
-    threading.Thread(target=drain, daemon=True).start()
-    ready.wait(timeout)
+    found, lines = watch_listening(process.stderr, timeout)
     if not found:
         process.kill()
         process.wait(5)

@@ -238,3 +238,30 @@ class PgCluster:
             return self.logfile.read_text(errors="replace")
         except OSError:
             return ""
+
+
+@contextlib.contextmanager
+def throwaway_cluster(max_connections: int, reserved_connections: int) -> Iterator[PgCluster]:
+    """A started cluster with the test roles, destroyed on exit.
+
+    Missing server binaries skip the test on a developer's machine and fail it in CI.
+    """
+    import pytest
+
+    from tests.conftest import IN_CI
+
+    bindir = find_bindir()
+    if bindir is None:
+        message = "PostgreSQL server binaries (initdb, pg_ctl, postgres) not found"
+        if IN_CI:
+            pytest.fail(message + " (CI must run every integration test)")
+        pytest.skip(message)
+    cluster = PgCluster(bindir, max_connections=max_connections,
+                        reserved_connections=reserved_connections)
+    try:
+        cluster.init()
+        cluster.start()
+        cluster.setup_roles()
+        yield cluster
+    finally:
+        cluster.destroy()

@@ -41,10 +41,10 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.conftest import IN_CI, require_binary
+from tests.conftest import require_binary
 from tests.integration import promstack
 from tests.integration.conftest import RunningSidecar, start_sidecar_process
-from tests.integration.pgcluster import PgCluster, find_bindir
+from tests.integration.pgcluster import PgCluster, throwaway_cluster
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -58,20 +58,8 @@ DEADLINE = 90.0  # seconds for every query to show data
 
 @pytest.fixture(scope="module")
 def postgres() -> Iterator[PgCluster]:
-    bindir = find_bindir()
-    if bindir is None:
-        message = "PostgreSQL server binaries (initdb, pg_ctl, postgres) not found"
-        if IN_CI:
-            pytest.fail(message + " (CI must run every integration test)")
-        pytest.skip(message)
-    cluster = PgCluster(bindir, max_connections=40, reserved_connections=3)
-    try:
-        cluster.init()
-        cluster.start()
-        cluster.setup_roles()
+    with throwaway_cluster(max_connections=40, reserved_connections=3) as cluster:
         yield cluster
-    finally:
-        cluster.destroy()
 
 
 def fast_rules(workdir: Path) -> list[Path]:

@@ -11,27 +11,14 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.conftest import IN_CI
-from tests.integration.pgcluster import PgCluster, find_bindir
+from tests.integration.pgcluster import PgCluster, throwaway_cluster
 
 
 @pytest.fixture(scope="session")
 def pg_cluster() -> Iterator[PgCluster]:
     """The session's PostgreSQL server (max_connections=20, 3 reserved for superusers)."""
-    bindir = find_bindir()
-    if bindir is None:
-        message = "PostgreSQL server binaries (initdb, pg_ctl, postgres) not found"
-        if IN_CI:
-            pytest.fail(message + " (CI must run every integration test)")
-        pytest.skip(message)
-    cluster = PgCluster(bindir, max_connections=20, reserved_connections=3)
-    try:
-        cluster.init()
-        cluster.start()
-        cluster.setup_roles()
+    with throwaway_cluster(max_connections=20, reserved_connections=3) as cluster:
         yield cluster
-    finally:
-        cluster.destroy()
 
 
 @pytest.fixture

@@ -18,19 +18,8 @@ from sqlalchemy import Engine, create_engine
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 import exporter
+from exporter.stats import COUNTER_NAMES
 from tests.integration.pgcluster import PgCluster
-
-COUNTER_KEYS = (
-    "checkouts",
-    "checkout_timeouts",
-    "connections_created",
-    "connect_errors",
-    "connections_closed",
-    "invalidations_hard",
-    "invalidations_soft",
-    "leaks",
-    "gc_reclaimed",
-)
 
 
 def sync_engine(pg: PgCluster, name: str, **kwargs: Any) -> Engine:
@@ -80,7 +69,7 @@ class PoolMetrics:
                 if "kind" in sample.labels:
                     key = f"{key}_{sample.labels['kind']}"
                 out[key] = int(sample.value)
-        assert set(out) == set(COUNTER_KEYS), out
+        assert set(out) == set(COUNTER_NAMES), out
         return out
 
     def histogram(self, key: str) -> dict[str, float]:
@@ -100,8 +89,8 @@ class PoolMetrics:
 
 def expected_counters(**nonzero: int) -> dict[str, int]:
     """Every counter at 0 except the ones given."""
-    assert set(nonzero) <= set(COUNTER_KEYS), nonzero
-    return {key: nonzero.get(key, 0) for key in COUNTER_KEYS}
+    assert set(nonzero) <= set(COUNTER_NAMES), nonzero
+    return {key: nonzero.get(key, 0) for key in COUNTER_NAMES}
 
 
 async def until(predicate: Callable[[], Any], timeout: float = 10.0) -> None:
