@@ -91,20 +91,23 @@ def _wrap_connect(pool: Pool, stats: PoolStats, reporter: RateLimitedReporter) -
                 # not a new checkout.
                 stats.waits_failed += 1
                 return fairy
-            site = None
+            code: Any = None
+            lasti = 0
             if capture_sites:
                 for k in recent:  # the fast path of sites.locate, inlined
                     try:
                         frame = _getframe(1 + k)
                     except ValueError:
                         continue
-                    code = frame.f_code
-                    known = verified.get(id(code))  # hashing a code object costs ~70 ns
-                    if known is not None and known[0] == k and known[1] is code:
-                        site = (code, frame.f_lasti)
+                    known = verified.get(id(frame.f_code))  # hashing code costs ~70 ns
+                    if known is not None and known[0] == k and known[1] is frame.f_code:
+                        code = frame.f_code
+                        lasti = frame.f_lasti
                         break
                 else:
                     site = locate(recent, verified)
+                    if site is not None:
+                        code, lasti = site
             rec = fairy._connection_record
             elapsed = now - start
             # Each statement below is atomic under the GIL (no call or backward jump
@@ -113,7 +116,7 @@ def _wrap_connect(pool: Pool, stats: PoolStats, reporter: RateLimitedReporter) -
             # A healthy pool hands out an idle connection well inside the first bucket.
             wait_counts[0 if elapsed <= first_bound else bisect_left(wait_bounds, elapsed)] += 1
             wait.sum += elapsed
-            held[rec] = (now, site, get_ident(), rec.fairy_ref)
+            held[rec] = (now, code, lasti, get_ident(), rec.fairy_ref)
             n = len(held)
             if n > stats.peak:
                 stats.peak = n
@@ -160,7 +163,7 @@ def _wrap_return(pool: Pool, stats: PoolStats, reporter: RateLimitedReporter) ->
                 age = perf_counter() - entry[0]
                 use_counts[bisect_left(use_bounds, age)] += 1
                 use.sum += age
-                ref = entry[3]
+                ref = entry[4]
                 # The proxy is gone: the garbage collector is returning what the app forgot.
                 reclaimed = ref is not None and ref() is None
                 if reclaimed:

@@ -32,6 +32,7 @@ import time
 import weakref
 from collections import deque
 from dataclasses import dataclass, field
+from types import CodeType
 from typing import Any
 
 from exporter import sites
@@ -40,8 +41,9 @@ from exporter.logs import get_logger
 
 log = get_logger(__name__)
 
-#: (perf_counter at checkout, checkout site, thread ident, weakref to the proxy)
-HeldEntry = tuple[float, "sites.Site | None", int, "weakref.ref[Any] | None"]
+#: (perf_counter at checkout, site code object, site instruction offset, thread ident,
+#: weakref to the proxy): flat, so a checkout allocates one tuple (see exporter.sites).
+HeldEntry = tuple[float, "CodeType | None", int, int, "weakref.ref[Any] | None"]
 
 COUNTER_NAMES = (
     "checkouts",
@@ -211,8 +213,8 @@ class PoolStats:
                 pool=self.name,
                 age_seconds=round(age, 3),
                 threshold_seconds=self.leak_threshold,
-                site=sites.describe(entry[1]),
-                thread=sites.thread_name(entry[2]),
+                site=_site(entry),
+                thread=sites.thread_name(entry[3]),
             )
 
     def read(self, *, top: int = 10) -> StatsReading:
@@ -246,8 +248,8 @@ class PoolStats:
         reading.held = [
             HeldConnection(
                 age_seconds=age,
-                site=sites.describe(entry[1]),
-                thread=sites.thread_name(entry[2]),
+                site=_site(entry),
+                thread=sites.thread_name(entry[3]),
                 leaked=leaked,
             )
             for age, entry, leaked in entries[:top]
@@ -262,10 +264,15 @@ class PoolStats:
             "leaked connection returned",
             pool=self.name,
             held_seconds=round(held_seconds, 3),
-            site=sites.describe(entry[1]),
+            site=_site(entry),
             reclaimed_by_gc=reclaimed,
         )
 
 def _count_value(counter: itertools.count[int]) -> int:
     # itertools.count exposes its next value only through repr: "count(42)".
     return int(repr(counter)[6:-1])
+
+
+def _site(entry: HeldEntry) -> str:
+    """Text of the checkout site kept in a held entry."""
+    return sites.describe(None if entry[1] is None else (entry[1], entry[2]))
