@@ -22,6 +22,7 @@ import multiprocessing
 import os
 import random
 import signal
+import sys
 import tempfile
 import threading
 import time
@@ -140,8 +141,14 @@ def run(args: argparse.Namespace) -> int:
         conn.execute(text("INSERT INTO orders DEFAULT VALUES"))
     setup.dispose()
 
-    sidecar = Sidecar(SidecarSettings(listen=f"{args.host}:{args.port}",
-                                      push_listen="127.0.0.1:0")).start()
+    try:
+        sidecar = Sidecar(SidecarSettings(listen=f"{args.host}:{args.port}",
+                                          push_listen="127.0.0.1:0")).start()
+    except OSError as exc:
+        tmp.cleanup()
+        print(f"demo: cannot listen on {args.host}:{args.port} ({exc.strerror or exc}); "
+              "pick another with --port (0 = any free port)", file=sys.stderr)
+        return 1
     base = sidecar.metrics_url
     print(f"demo: sidecar metrics at {base}/metrics , pools and checkout sites at "
           f"{base}/api/pools\ndemo: try: curl -s {base}/metrics | grep sqlalchemy_pool_"

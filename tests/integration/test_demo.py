@@ -46,3 +46,22 @@ def test_demo_runs_sidecar_and_workers_and_stops_by_itself() -> None:
     assert "connection leak suspected" in out
     assert "site='exporter/demo.py:" in out
     assert out.rstrip().endswith("demo: done")
+
+
+def test_demo_port_in_use_is_one_clear_line() -> None:
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, "-m", "exporter", "demo", "--duration", "2", "--port", str(port)],
+            capture_output=True, text=True, timeout=60,
+        )
+    assert result.returncode == 1
+    assert result.stderr == (
+        f"demo: cannot listen on 127.0.0.1:{port} (Address already in use); "
+        "pick another with --port (0 = any free port)\n"
+    )
+    assert result.stdout == ""
