@@ -6,21 +6,27 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 
-# Debian packages the integration tests drive for real.
-DEBS=(prometheus prometheus-alertmanager)
-missing=()
-for bin in prometheus promtool prometheus-alertmanager; do
-    command -v "$bin" >/dev/null 2>&1 || missing+=("$bin")
-done
-if [ ${#missing[@]} -gt 0 ]; then
+apt_updated=""
+apt_install() {  # install Debian packages (as root), or say how when we cannot
+    [ $# -gt 0 ] || return 0
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-        echo "test.sh: installing ${DEBS[*]} (missing: ${missing[*]})"
-        DEBIAN_FRONTEND=noninteractive apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${DEBS[@]}" >/dev/null
+        echo "test.sh: installing $*"
+        if [ -z "$apt_updated" ]; then
+            DEBIAN_FRONTEND=noninteractive apt-get update -qq
+            apt_updated=1
+        fi
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
     else
-        echo "test.sh: missing ${missing[*]}; install: apt-get install ${DEBS[*]}" >&2
+        echo "test.sh: missing; install: apt-get install $*" >&2
     fi
-fi
+}
+
+# Debian packages the integration tests drive for real.
+debs=()
+for bin in prometheus promtool prometheus-alertmanager; do
+    command -v "$bin" >/dev/null 2>&1 || debs=(prometheus prometheus-alertmanager)
+done
+apt_install "${debs[@]}"
 
 # Python environment: SQLAlchemy 2.1 (the main run).
 if [ ! -x .venv/bin/python ]; then python3 -m venv .venv; fi
@@ -38,15 +44,7 @@ command -v npm >/dev/null 2>&1 || deploy_debs+=(nodejs npm)
 # PostgreSQL server binaries: the compose example app runs against a throwaway cluster.
 command -v initdb >/dev/null 2>&1 || compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null \
     || deploy_debs+=(postgresql)
-if [ ${#deploy_debs[@]} -gt 0 ]; then
-    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-        echo "test.sh: installing ${deploy_debs[*]}"
-        DEBIAN_FRONTEND=noninteractive apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${deploy_debs[@]}" >/dev/null
-    else
-        echo "test.sh: missing; install: apt-get install ${deploy_debs[*]}" >&2
-    fi
-fi
+apt_install "${deploy_debs[@]}"
 if command -v npm >/dev/null 2>&1; then
     (cd tests/deploy/crd && npm ci --prefer-offline --no-audit --no-fund --loglevel=error >/dev/null)
 else
