@@ -8,10 +8,12 @@ never go green by skipping what it is meant to prove.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 from prometheus_client import CollectorRegistry
@@ -20,6 +22,15 @@ from sqlalchemy import Engine, create_engine
 import exporter
 
 IN_CI = bool(os.environ.get("CI"))
+
+
+def load_script(path: Path, name: str) -> ModuleType:
+    """A generator script (not part of the package) loaded as a module from ``path``."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def require_binary(name: str) -> str:

@@ -20,7 +20,6 @@ The end-to-end proof that each query returns data is tests/integration/test_dash
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
 import shutil
@@ -39,7 +38,7 @@ from exporter.families import pool_families
 from exporter.probe import DatabaseProbe, ProbeResult
 from exporter.sidecar.aggregator import Aggregator
 from exporter.sidecar.collector import PushCounters, SidecarCollector
-from tests.conftest import require_binary
+from tests.conftest import load_script, require_binary
 
 ROOT = Path(__file__).resolve().parents[1]
 GRAFANA = ROOT / "grafana"
@@ -61,11 +60,7 @@ ROWS = ["Overview", "Connections", "Waiting", "Holding", "Churn", "Leaks", "Data
 
 def load_generator() -> ModuleType:
     """grafana/generate.py as a module (it is a script, not part of the package)."""
-    spec = importlib.util.spec_from_file_location("grafana_generate", GRAFANA / "generate.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(GRAFANA / "generate.py", "grafana_generate")
 
 
 def dashboard() -> dict[str, Any]:

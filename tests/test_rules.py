@@ -14,7 +14,6 @@ when it is missing.
 
 from __future__ import annotations
 
-import importlib.util
 import re
 import subprocess
 from pathlib import Path
@@ -24,7 +23,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.conftest import require_binary
+from tests.conftest import load_script, require_binary
 
 ROOT = Path(__file__).resolve().parents[1]
 RULES = ROOT / "prometheus"
@@ -62,11 +61,7 @@ def alert_rules() -> list[dict[str, Any]]:
 
 
 def generator() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("rules_generate", RULES / "generate.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(RULES / "generate.py", "rules_generate")
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:
