@@ -55,7 +55,22 @@ def run(args: argparse.Namespace) -> int:
     configure_process_logging(settings.log_format, settings.log_level)
     from exporter.sidecar.server import Sidecar
 
-    sidecar = Sidecar(settings)
+    # Signal handlers first: a SIGTERM that arrives as soon as "listening" is printed
+    # (tools wait for that line) must stop the sidecar cleanly, not kill it.
+    done = threading.Event()
+
+    def _stop(signum: int, _frame: Any) -> None:
+        done.set()
+
+    previous = {s: signal.signal(s, _stop) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        return _serve(settings, Sidecar(settings), done)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _serve(settings: SidecarSettings, sidecar: Any, done: threading.Event) -> int:
     try:
         sidecar.start()
     except OSError as exc:
@@ -68,18 +83,10 @@ def run(args: argparse.Namespace) -> int:
              probe=probe is not None)
     if probe is not None:
         probe.start()  # after the "listening" line, which tools wait for first
-    done = threading.Event()
-
-    def _stop(signum: int, _frame: Any) -> None:
-        done.set()
-
-    previous = {s: signal.signal(s, _stop) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
         while not done.wait(1.0):
             pass
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
         if probe is not None:
             probe.stop()
         sidecar.stop()

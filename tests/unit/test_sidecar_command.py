@@ -128,3 +128,18 @@ def test_database_probe_joins_metrics_and_its_url_is_never_logged() -> None:
     out, rest = proc.communicate(timeout=30)
     assert proc.returncode == 0
     assert "pw-secret" not in json.dumps(event) + rest + out + text
+
+
+def test_sigterm_right_after_the_listening_line_is_a_clean_stop() -> None:
+    # Tools (and Kubernetes) may stop the sidecar as soon as it says it is listening,
+    # while the probe is still starting: that must be a clean stop, never a kill.
+    url = "postgresql://app:pw@127.0.0.1:9/shop"
+    for _ in range(5):
+        proc = serve("--listen", "127.0.0.1:0", "--push-listen", "127.0.0.1:0",
+                     env={"POOL_EXPORTER_DATABASE_URL": url})
+        assert proc.stderr is not None
+        assert json.loads(proc.stderr.readline())["event"] == "listening"
+        proc.send_signal(signal.SIGTERM)
+        _, rest = proc.communicate(timeout=30)
+        assert proc.returncode == 0
+        assert json.loads(rest.strip().splitlines()[-1])["event"] == "stopped"
