@@ -6,10 +6,11 @@ attributes of the current pool object):
 
 * ``pool.connect`` — pending callers, wait time, timeouts, successful checkouts and
   their call sites (a re-entrant SingletonThreadPool checkout is not a new one);
-* ``pool._do_return_conn`` — every end of a checkout hands its record back through it:
-  ``close()``, the garbage collector's checkin of a forgotten connection (sync drivers),
-  and detach (also the collector's path on asyncio drivers). One plain call here costs
-  less than a checkin *event* listener, which pays SQLAlchemy's dispatch on every return;
+* ``pool._do_return_conn`` — every end of a checkout hands its record to it: checkin
+  (``close()``, the garbage collector's checkin of a forgotten connection on sync
+  drivers) through ``pool._return_conn``, detach (also the collector's path on asyncio
+  drivers) directly. Both are wrapped. One plain call costs less than a checkin *event*
+  listener, which pays SQLAlchemy's dispatch on every return;
 * ``pool._invoke_creator`` — time to open a DBAPI connection, and failed attempts;
 * ``pool.recreate`` — what ``engine.dispose()`` calls: the replacement pool is wrapped
   in turn. No engine-level event is used for that on purpose: any ConnectionEvents
@@ -19,21 +20,27 @@ attributes of the current pool object):
 This is the hot path: closures keep what they need in locals and update the stats with
 single statements that are atomic under the GIL — no lock, which also means a finalizer
 that checks a connection in while another update runs on the same thread cannot
-deadlock. Every piece of bookkeeping is guarded: an error in the exporter is reported
-(rate-limited) and never reaches the app, whose own exceptions pass through untouched.
+deadlock. Where SQLAlchemy's method only forwards (``Pool.connect`` to
+``_ConnectionFairy._checkout``, ``Pool._return_conn`` to ``_do_return_conn``), the
+wrapper calls the target itself: one Python frame less per checkout and per checkin.
+The factories are compiled per bucket layout with the histogram lookups inlined (see
+:mod:`exporter.buckets`). Every piece of bookkeeping is guarded: an error in the
+exporter is reported (rate-limited) and never reaches the app, whose own exceptions
+pass through untouched.
 """
 
 from __future__ import annotations
 
 import sys
-from bisect import bisect_left
 from time import perf_counter
 from typing import Any
 
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.pool import Pool, SingletonThreadPool
+from sqlalchemy.pool.base import _ConnectionFairy
 
 from exporter import sites
+from exporter.buckets import bucket_index, specialise
 from exporter.logs import RateLimitedReporter
 from exporter.stats import PoolStats
 
@@ -46,26 +53,47 @@ except ImportError:  # pragma: no cover
     from _thread import get_ident
 
 
+_RESTORE = "_pool_exporter_restore"
+
+
 def _install(pool: Pool, attr: str, wrapper: Any, original: Any, stats: PoolStats) -> None:
     """Put ``wrapper`` on ``pool`` as instance attribute ``attr``, marked as ours."""
     setattr(wrapper, _MARK, stats)
     wrapper.__wrapped__ = original
+    # An instance attribute was there before (Pool.__init__'s creator wrapper, or another
+    # library's wrapper): put it back on uninstrument rather than deleting it.
+    setattr(wrapper, _RESTORE, attr in vars(pool))
     setattr(pool, attr, wrapper)
+
+
+def _forwards(method: Any, names: tuple[str, ...]) -> bool:
+    """True when ``method`` is SQLAlchemy's one-line forwarder that names exactly ``names``."""
+    code = getattr(method, "__code__", None)
+    return code is not None and code.co_names == names
+
+
+def _checkout_call(pool: Pool) -> tuple[Any, Any]:
+    """What the connect wrapper calls in place of ``pool.connect()``, and with what."""
+    own = pool.__dict__.get("connect")
+    if own is not None:  # someone else's wrapper on this very pool: keep calling it
+        return (lambda _pool: own()), pool
+    method = type(pool).connect
+    if method is Pool.connect and _forwards(method, ("_ConnectionFairy", "_checkout")):
+        # Pool.connect only forwards to this: calling it directly saves a frame per checkout.
+        return _ConnectionFairy._checkout, pool
+    return method, pool
 
 
 def _wrap_connect(pool: Pool, stats: PoolStats, reporter: RateLimitedReporter) -> None:
     original = pool.connect
+    checkout, target = _checkout_call(pool)
+    # Few names from outside: each one is copied into the frame on every call.
     held = stats.held
     started = stats.waits_started
+    bounds = stats.wait.bounds  # inlined as constants by exporter.buckets
     wait = stats.wait
-    wait_bounds = wait.bounds
     wait_counts = wait.counts
-    first_bound = wait_bounds[0]
-    # Checkout-site depths that found the app's frame lately, and (depth, code) pairs
-    # already checked to have only SQLAlchemy frames below them (see sites.locate).
-    recent: list[int] = []
-    verified: dict[int, tuple[int, Any]] = {}
-    locate = sites.locate
+    finder = sites.SiteFinder()
     capture_sites = stats.capture_sites
     # Only SingletonThreadPool hands the same thread its checked-out proxy again.
     reentrant = isinstance(pool, SingletonThreadPool)
@@ -74,12 +102,12 @@ def _wrap_connect(pool: Pool, stats: PoolStats, reporter: RateLimitedReporter) -
         next(started)
         start = perf_counter()
         try:
-            fairy = original()
+            fairy = checkout(target)
         except PoolTimeoutError:
             elapsed = perf_counter() - start
-            stats.checkout_timeouts += 1
-            wait_counts[bisect_left(wait_bounds, elapsed)] += 1
-            wait.sum += elapsed
+            timed_out = stats.wait_timed_out  # its count is the timeout counter
+            timed_out.counts[bucket_index(bounds, elapsed)] += 1
+            timed_out.sum += elapsed
             raise
         except BaseException:
             stats.waits_failed += 1
@@ -91,34 +119,30 @@ def _wrap_connect(pool: Pool, stats: PoolStats, reporter: RateLimitedReporter) -
                 # not a new checkout.
                 stats.waits_failed += 1
                 return fairy
-            code: Any = None
-            lasti = 0
             if capture_sites:
-                for k in recent:  # the fast path of sites.locate, inlined
-                    try:
-                        frame = _getframe(1 + k)
-                    except ValueError:
-                        continue
-                    known = verified.get(id(frame.f_code))  # hashing code costs ~70 ns
-                    if known is not None and known[0] == k and known[1] is frame.f_code:
-                        code = frame.f_code
-                        lasti = frame.f_lasti
-                        break
+                # The app's frame where it was last (see sites.SiteFinder).
+                depth, code = finder.last
+                try:
+                    frame = _getframe(depth)
+                except ValueError:  # a shallower stack than last time
+                    code, lasti = finder.locate()
                 else:
-                    site = locate(recent, verified)
-                    if site is not None:
-                        code, lasti = site
+                    if frame.f_code is code:
+                        lasti = frame.f_lasti
+                    else:
+                        code, lasti = finder.locate()
+            else:
+                code, lasti = None, 0
             rec = fairy._connection_record
             elapsed = now - start
             # Each statement below is atomic under the GIL (no call or backward jump
             # inside it), so no lock is needed; readers copy containers in one C call.
-            stats.checkouts += 1
-            # A healthy pool hands out an idle connection well inside the first bucket.
-            wait_counts[0 if elapsed <= first_bound else bisect_left(wait_bounds, elapsed)] += 1
+            # The count is the checkout counter too.
+            wait_counts[bucket_index(bounds, elapsed)] += 1
             wait.sum += elapsed
             held[rec] = (now, code, lasti, get_ident(), rec.fairy_ref)
             n = len(held)
-            if n > stats.peak:
+            if n > stats.peak:  # no call between the test and the store: no switch either
                 stats.peak = n
         except Exception as exc:  # never let bookkeeping reach the app
             reporter.report("checkout", exc)
@@ -130,6 +154,7 @@ def _wrap_connect(pool: Pool, stats: PoolStats, reporter: RateLimitedReporter) -
 def _wrap_creator(pool: Pool, stats: PoolStats, reporter: RateLimitedReporter) -> None:
     original = pool._invoke_creator
     connect = stats.connect
+    bounds = connect.bounds
 
     def invoke_creator(rec: Any) -> Any:
         start = perf_counter()
@@ -140,41 +165,65 @@ def _wrap_creator(pool: Pool, stats: PoolStats, reporter: RateLimitedReporter) -
             raise
         elapsed = perf_counter() - start
         stats.connections_created += 1
-        connect.counts[bisect_left(connect.bounds, elapsed)] += 1
+        connect.counts[bucket_index(bounds, elapsed)] += 1
         connect.sum += elapsed
         return connection
 
     _install(pool, "_invoke_creator", invoke_creator, original, stats)
 
 
-def _wrap_return(pool: Pool, stats: PoolStats, reporter: RateLimitedReporter) -> None:
-    # Every end of a checkout hands its record back through ``pool._do_return_conn``.
-    original = pool._do_return_conn
+def _end_of_checkout(stats: PoolStats, reporter: RateLimitedReporter, forward: Any) -> Any:
+    """A ``record -> None`` that ends the record's checkout in the stats, then ``forward``s it."""
     held = stats.held
     leaked = stats.leaked
     use = stats.use
-    use_bounds = use.bounds
+    bounds = use.bounds
     use_counts = use.counts
 
-    def do_return_conn(rec: Any) -> None:
+    def end(rec: Any) -> None:
         try:
             entry = held.pop(rec, None)
             if entry is not None:
                 age = perf_counter() - entry[0]
-                use_counts[bisect_left(use_bounds, age)] += 1
+                use_counts[bucket_index(bounds, age)] += 1
                 use.sum += age
-                ref = entry[4]
                 # The proxy is gone: the garbage collector is returning what the app forgot.
-                reclaimed = ref is not None and ref() is None
+                reclaimed = entry[4]() is None
                 if reclaimed:
                     stats.gc_reclaimed += 1
                 if leaked and leaked.pop(rec, None) is entry:
                     stats.leak_returned(entry, age, reclaimed)
         except Exception as exc:  # never let bookkeeping reach the app
             reporter.report("checkin", exc)
-        original(rec)
+        forward(rec)
 
-    _install(pool, "_do_return_conn", do_return_conn, original, stats)
+    return end
+
+
+def _unwrapped(pool: Pool, attr: str) -> Any:
+    """``pool.<attr>`` as it was before the exporter wrapped it."""
+    fn = getattr(pool, attr)
+    return fn.__wrapped__ if getattr(fn, _MARK, None) is not None else fn
+
+
+def _wrap_return(pool: Pool, stats: PoolStats, reporter: RateLimitedReporter) -> None:
+    # Every end of a checkout hands its record to ``pool._do_return_conn``: checkin through
+    # ``pool._return_conn``, detach directly.
+    forward = _unwrapped(pool, "_do_return_conn")
+    if getattr(pool._do_return_conn, _MARK, None) is not stats:
+        end = specialise(_end_of_checkout, stats.use.bounds)(stats, reporter, forward)
+        _install(pool, "_do_return_conn", end, forward, stats)
+    method = type(pool)._return_conn
+    if (
+        getattr(pool._return_conn, _MARK, None) is not stats
+        and "_return_conn" not in pool.__dict__
+        and method is Pool._return_conn
+        and _forwards(method, ("_do_return_conn",))
+    ):
+        # Pool._return_conn only forwards to _do_return_conn: doing the same bookkeeping
+        # in its place saves a frame per checkin (``forward`` is the unwrapped original).
+        end = specialise(_end_of_checkout, stats.use.bounds)(stats, reporter, forward)
+        _install(pool, "_return_conn", end, pool._return_conn, stats)
 
 
 def _wrap_recreate(pool: Pool, stats: PoolStats, reporter: RateLimitedReporter) -> None:
@@ -193,22 +242,22 @@ def _wrap_recreate(pool: Pool, stats: PoolStats, reporter: RateLimitedReporter) 
 
 def wrap_pool(pool: Pool, stats: PoolStats, reporter: RateLimitedReporter) -> None:
     """Install the acquire-path wrappers on ``pool`` unless already there."""
+    bounds = stats.wait.bounds  # every histogram of the stats has these
     if getattr(pool.connect, _MARK, None) is not stats:
-        _wrap_connect(pool, stats, reporter)
+        specialise(_wrap_connect, bounds)(pool, stats, reporter)
     if getattr(pool._invoke_creator, _MARK, None) is not stats:
-        _wrap_creator(pool, stats, reporter)
-    if getattr(pool._do_return_conn, _MARK, None) is not stats:
-        _wrap_return(pool, stats, reporter)
+        specialise(_wrap_creator, bounds)(pool, stats, reporter)
+    _wrap_return(pool, stats, reporter)
     if getattr(pool.recreate, _MARK, None) is not stats:
         _wrap_recreate(pool, stats, reporter)
 
 
 def unwrap_pool(pool: Pool) -> None:
     """Remove the acquire-path wrappers from ``pool``, if present."""
-    for attr in ("connect", "_do_return_conn", "recreate", "_invoke_creator"):
-        fn = pool.__dict__.get(attr)
+    for attr in ("connect", "_return_conn", "_do_return_conn", "recreate", "_invoke_creator"):
+        fn = vars(pool).get(attr)
         if fn is not None and getattr(fn, _MARK, None) is not None:
-            delattr(pool, attr)
-            if attr == "_invoke_creator":
-                # Restore the creator wrapper Pool.__init__ built.
-                pool._invoke_creator = fn.__wrapped__
+            if getattr(fn, _RESTORE, False):
+                setattr(pool, attr, fn.__wrapped__)
+            else:
+                delattr(pool, attr)

@@ -78,32 +78,60 @@ def _walk(frame: FrameType | None) -> tuple[Site, int] | None:
     return None
 
 
-def locate(recent: list[int], verified: dict[int, tuple[int, CodeType]]) -> Site | None:
-    """Site of the checkout calling the wrapper that calls this; remembers how it found it.
+#: A remembered way to the app's frame: (``sys._getframe`` depth from the connect
+#: wrapper, the app's code object found there by a full walk).
+Known = tuple[int, CodeType]
+
+
+class SiteFinder:
+    """Finds checkout sites for one connect wrapper, remembering how it found them.
 
     Walking frame by frame creates a frame object for every SQLAlchemy frame on the way
     (9 of them under ``Session.execute``), while ``sys._getframe(n)`` creates only the one
-    it returns. So the connect wrapper first tries the depths in ``recent`` directly and
-    accepts a frame there if its code was found at that depth by a full walk before
-    (``verified``: ``id(code)`` -> (depth, code), keyed by id because hashing a code
-    object costs ~70 ns, holding the code so the id cannot be reused); only when none
-    fits does it call this, which walks and remembers.
+    it returns. So the connect wrapper first looks at ``last``, the depth where the app
+    was found last time, and accepts the frame there if its code is the one found there;
+    only when that fails does it call :meth:`locate`, which tries the other ``recent``
+    depths against ``verified`` (``id(code)`` -> :data:`Known`, keyed by id because
+    hashing a code object costs ~70 ns, holding the code so the id cannot be reused),
+    then walks and remembers.
     An app frame *between* SQLAlchemy frames (an event hook that checks out a connection)
     can make a remembered depth pick the hook's caller instead of the hook; both are the
     app's code.
     """
-    found = _walk(_getframe(2))  # 0: this function, 1: the connect wrapper, 2: its caller
-    if found is None:
-        return capture(3)  # async: the app's frames continue in the parent greenlet
-    site, k = found
-    # Shared by threads: only add, insert and truncate, which never raise mid-way.
-    if len(verified) > 1024:
-        verified.clear()
-    verified[id(site[0])] = (k, site[0])
-    if k not in recent:
-        recent.insert(0, k)
-        del recent[4:]
-    return site
+
+    __slots__ = ("last", "recent", "verified")
+
+    def __init__(self) -> None:
+        self.last: tuple[int, CodeType | None] = (0, None)
+        self.recent: list[int] = []
+        self.verified: dict[int, Known] = {}
+
+    def locate(self) -> Site | tuple[None, int]:
+        """Site of the checkout calling the connect wrapper that calls this, or (None, 0)."""
+        for depth in self.recent:
+            try:
+                frame = _getframe(depth + 1)  # +1: this method's own frame
+            except ValueError:
+                continue
+            known = self.verified.get(id(frame.f_code))
+            if known is not None and known[0] == depth and known[1] is frame.f_code:
+                self.last = known
+                return known[1], frame.f_lasti
+        found = _walk(_getframe(2))  # 0: this method, 1: the connect wrapper, 2: its caller
+        if found is None:
+            # async: the app's frames continue in the parent greenlet
+            return capture(3) or (None, 0)
+        site, skipped = found
+        known = (skipped + 1, site[0])
+        # Shared by threads: only add, insert and truncate, which never raise mid-way.
+        if len(self.verified) > 1024:
+            self.verified.clear()
+        self.verified[id(site[0])] = known
+        if known[0] not in self.recent:
+            self.recent.insert(0, known[0])
+            del self.recent[4:]
+        self.last = known
+        return site
 
 
 def capture(depth: int = 1) -> Site | None:

@@ -43,11 +43,11 @@ log = get_logger(__name__)
 
 #: (perf_counter at checkout, site code object, site instruction offset, thread ident,
 #: weakref to the proxy): flat, so a checkout allocates one tuple (see exporter.sites).
-HeldEntry = tuple[float, "CodeType | None", int, int, "weakref.ref[Any] | None"]
+HeldEntry = tuple[float, "CodeType | None", int, int, "weakref.ref[Any]"]
 
-COUNTER_NAMES = (
-    "checkouts",
-    "checkout_timeouts",
+#: Counters kept as plain attributes (checkouts and timeouts are the wait histograms'
+#: observation counts: one statement less per checkout).
+PLAIN_COUNTERS = (
     "connections_created",
     "connect_errors",
     "connections_closed",
@@ -56,6 +56,7 @@ COUNTER_NAMES = (
     "leaks",
     "gc_reclaimed",
 )
+COUNTER_NAMES = ("checkouts", "checkout_timeouts", *PLAIN_COUNTERS)
 
 
 @dataclass
@@ -92,8 +93,6 @@ class PoolStats:
         "_slots",
         "_started_base",
         "capture_sites",
-        "checkout_timeouts",
-        "checkouts",
         "connect",
         "connect_errors",
         "connections_closed",
@@ -111,6 +110,7 @@ class PoolStats:
         "peak_window",
         "use",
         "wait",
+        "wait_timed_out",
         "waits_failed",
         "waits_started",
     )
@@ -129,8 +129,6 @@ class PoolStats:
         self.lock = threading.RLock()
         self.leak_threshold = leak_threshold
         self.capture_sites = leak_threshold > 0
-        self.checkouts = 0
-        self.checkout_timeouts = 0
         self.connections_created = 0
         self.connect_errors = 0
         self.connections_closed = 0
@@ -147,7 +145,10 @@ class PoolStats:
         # record -> the held entry that was flagged; a flag counts only while that very
         # entry is still held, so a race with its return can never leave a stale leak.
         self.leaked: dict[Any, HeldEntry] = {}
+        # Waits that got a connection, and waits that ended in a pool timeout: their
+        # observation counts are the checkouts and checkout_timeouts counters.
         self.wait = Histogram(buckets)
+        self.wait_timed_out = Histogram(buckets)
         self.use = Histogram(buckets)
         self.connect = Histogram(buckets)
         # Peak tracking: the hot path raises ``peak`` (max checked out in the current
@@ -161,19 +162,29 @@ class PoolStats:
 
     def reset(self) -> None:
         """Start every counter, gauge and histogram from zero, in place (after fork)."""
-        for name in COUNTER_NAMES:
+        for name in PLAIN_COUNTERS:
             setattr(self, name, 0)
         self.waits_failed = 0
         # The hot path holds this count object; zero pending by catching up with it.
         self._started_base = _count_value(self.waits_started)
         self.held.clear()
         self.leaked.clear()
-        for hist in (self.wait, self.use, self.connect):
+        for hist in (self.wait, self.wait_timed_out, self.use, self.connect):
             hist.counts[:] = [0] * len(hist.counts)
             hist.sum = 0.0
         self.peak = 0
         self._slots.clear()
         self._slot_start = time.monotonic()
+
+    @property
+    def checkouts(self) -> int:
+        """Successful checkouts so far."""
+        return self.wait.total()
+
+    @property
+    def checkout_timeouts(self) -> int:
+        """Checkouts that failed with a pool timeout so far."""
+        return self.wait_timed_out.total()
 
     # -- readers (scrape/push time) -------------------------------------------------
 
@@ -240,7 +251,7 @@ class PoolStats:
                 leaked=sum(1 for _, _, is_leaked in entries if is_leaked),
                 oldest_checkout_seconds=entries[0][0] if entries else 0.0,
                 histograms={
-                    "wait_seconds": self.wait.data(),
+                    "wait_seconds": self.wait.data(self.wait_timed_out),
                     "use_seconds": self.use.data(),
                     "connect_seconds": self.connect.data(),
                 },
