@@ -1,7 +1,6 @@
 """Hot-path cost of instrumentation: nanoseconds per checkout+checkin cycle.
 
-Three engines on the same SQLite file, measured in one run, interleaved round by round
-so that machine noise hits all of them alike:
+Three engines on the same SQLite file, measured in one run:
 
 * ``none``      — no instrumentation (the baseline);
 * ``exporter``  — ``exporter.instrument(engine)`` with default options (leak detection
@@ -10,15 +9,24 @@ so that machine noise hits all of them alike:
   and ``Histogram.observe`` in checkout/checkin listeners.
 
 Two cycles are timed: ``raw_connection(); close()`` (the pool alone) and
-``with engine.connect(): pass`` (what Session and Core do). Each figure is the median of
-the rounds; the ratio and the added nanoseconds are against ``none``. Run it with
-``python benchmarks/overhead.py [--cycles N] [--rounds R]``.
+``with engine.connect(): pass`` (what Session and Core do). The engines take turns
+round by round (the order rotating), and a variant's cost is the median over rounds of
+its time minus the baseline's time *in the same round*, so drifts of the machine cancel
+out. Memory layout differs from one interpreter to the next (by ±5 % here), so the whole
+measurement runs in several fresh processes and each is printed, then the median. The
+processes are pinned to one CPU where the OS allows it: a process moved between cores
+mid-round was the largest remaining source of spread.
+Run it with ``python benchmarks/overhead.py [--processes P] [--rounds R] [--cycles N]``.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -65,40 +73,75 @@ def connect_cycle(engine: Engine, n: int) -> float:
     return (time.perf_counter_ns() - t0) / n
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cycles", type=int, default=20000, help="cycles per round")
-    parser.add_argument("--rounds", type=int, default=15, help="interleaved rounds")
-    args = parser.parse_args()
+VARIANTS = ("exporter", "naive")
+CYCLES: dict[str, Callable[[Engine, int], float]] = {
+    "raw_connection(); close()": raw_cycle,
+    "with engine.connect(): pass": connect_cycle,
+}
 
+
+def measure(variant: str, rounds: int, cycles: int) -> dict[str, list[float]]:
+    """In this process: per cycle kind, [baseline ns, ns added by ``variant``]."""
     tmp = tempfile.TemporaryDirectory()
     url = f"sqlite:///{Path(tmp.name) / 'bench.db'}"
-    engines = {name: create_engine(url, pool_size=5) for name in ("none", "exporter", "naive")}
-    exporter.instrument(engines["exporter"], name="bench", registry=CollectorRegistry())
-    naive_instrument(engines["naive"], CollectorRegistry())
-
-    cycles: dict[str, Callable[[Engine, int], float]] = {
-        "raw_connection(); close()": raw_cycle,
-        "with engine.connect(): pass": connect_cycle,
-    }
-    for label, cycle in cycles.items():
+    engines = {name: create_engine(url, pool_size=5) for name in ("none", variant)}
+    if variant == "exporter":
+        exporter.instrument(engines[variant], name="bench", registry=CollectorRegistry())
+    else:
+        naive_instrument(engines[variant], CollectorRegistry())
+    out: dict[str, list[float]] = {}
+    for label, cycle in CYCLES.items():
         for engine in engines.values():  # warm up: open the connection, fill caches
             cycle(engine, 2000)
-        results: dict[str, list[float]] = {name: [] for name in engines}
-        for _ in range(args.rounds):
-            for name, engine in engines.items():
-                results[name].append(cycle(engine, args.cycles))
-        base = statistics.median(results["none"])
-        print(f"\n{label}  ({args.rounds} rounds x {args.cycles} cycles, median ns/cycle)")
-        print(f"  {'variant':<10} {'ns/cycle':>10} {'added ns':>10} {'ratio':>7}")
-        for name in engines:
-            med = statistics.median(results[name])
-            print(f"  {name:<10} {med:>10.0f} {med - base:>+10.0f} {med / base:>7.2f}x")
-    stats = exporter.instrumentations()[0].stats
-    print(f"\nexporter counted {stats.checkouts} checkouts, {len(stats.held)} still held")
+        times: dict[str, list[float]] = {name: [] for name in engines}
+        for r in range(rounds):
+            for name in (("none", variant) if r % 2 else (variant, "none")):
+                times[name].append(cycle(engines[name], cycles))
+        pairs = zip(times[variant], times["none"], strict=True)
+        out[label] = [statistics.median(times["none"]), statistics.median(t - b for t, b in pairs)]
+    if variant == "exporter":
+        stats = exporter.instrumentations()[0].stats
+        assert stats.checkouts == len(CYCLES) * (2000 + rounds * cycles) and not stats.held
     for engine in engines.values():
         engine.dispose()
     tmp.cleanup()
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--processes", type=int, default=5, help="fresh processes per variant")
+    parser.add_argument("--rounds", type=int, default=20, help="rounds per process")
+    parser.add_argument("--cycles", type=int, default=10000, help="cycles per round")
+    parser.add_argument("--worker", choices=VARIANTS, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if hasattr(os, "sched_setaffinity"):  # children inherit it
+        os.sched_setaffinity(0, {max(os.sched_getaffinity(0))})
+    if args.worker:
+        print(json.dumps(measure(args.worker, args.rounds, args.cycles)))
+        return
+
+    runs: dict[str, list[dict[str, list[float]]]] = {name: [] for name in VARIANTS}
+    for _ in range(args.processes):
+        for name in VARIANTS:
+            worker = [sys.executable, __file__, f"--worker={name}", f"--rounds={args.rounds}",
+                      f"--cycles={args.cycles}"]
+            done = subprocess.run(worker, check=True, capture_output=True, text=True)
+            runs[name].append(json.loads(done.stdout))
+    print(f"each variant: {args.processes} processes x {args.rounds} rounds x {args.cycles} "
+          "cycles, turn about with an uninstrumented engine;\nadded = median over rounds of "
+          "(variant - none) in the same round; ns/cycle and ratio use the median of those")
+    for label in CYCLES:
+        print(f"\n{label}")
+        print(f"  {'variant':<10} {'ns/cycle':>9} {'added ns':>9} {'ratio':>6}   per process")
+        base = statistics.median(run[label][0] for name in VARIANTS for run in runs[name])
+        print(f"  {'none':<10} {base:>9.0f} {0:>+9.0f} {1:>5.2f}x")
+        for name in VARIANTS:
+            added = [run[label][1] for run in runs[name]]
+            mid = statistics.median(added)
+            each = " ".join(f"{a:+.0f}" for a in added)
+            print(f"  {name:<10} {base + mid:>9.0f} {mid:>+9.0f} {(base + mid) / base:>5.2f}x"
+                  f"   {each}")
 
 
 if __name__ == "__main__":
