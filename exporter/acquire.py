@@ -40,7 +40,7 @@ from sqlalchemy.pool import Pool, SingletonThreadPool
 from sqlalchemy.pool.base import _ConnectionFairy
 
 from exporter import sites
-from exporter.buckets import bucket_index, specialise
+from exporter.buckets import bucket_index, inlinable, specialise
 from exporter.logs import RateLimitedReporter
 from exporter.stats import PoolStats
 
@@ -84,6 +84,7 @@ def _checkout_call(pool: Pool) -> tuple[Any, Any]:
     return method, pool
 
 
+@inlinable
 def _wrap_connect(pool: Pool, stats: PoolStats, reporter: RateLimitedReporter) -> None:
     original = pool.connect
     checkout, target = _checkout_call(pool)
@@ -151,6 +152,7 @@ def _wrap_connect(pool: Pool, stats: PoolStats, reporter: RateLimitedReporter) -
     _install(pool, "connect", connect, original, stats)
 
 
+@inlinable
 def _wrap_creator(pool: Pool, stats: PoolStats, reporter: RateLimitedReporter) -> None:
     original = pool._invoke_creator
     connect = stats.connect
@@ -172,6 +174,7 @@ def _wrap_creator(pool: Pool, stats: PoolStats, reporter: RateLimitedReporter) -
     _install(pool, "_invoke_creator", invoke_creator, original, stats)
 
 
+@inlinable
 def _end_of_checkout(stats: PoolStats, reporter: RateLimitedReporter, forward: Any) -> Any:
     """A ``record -> None`` that ends the record's checkout in the stats, then ``forward``s it."""
     held = stats.held

@@ -9,8 +9,10 @@ four or five float comparisons, no call, no loop. The result is the same index
 (``le`` semantics: a value equal to a bound falls in that bound's bucket).
 
 The copy is compiled from the factory's own source, with its line numbers, so
-tracebacks and coverage still point at the real file. Where the source cannot be read
-(a bytecode-only install) the factory is used as written.
+tracebacks and coverage still point at the real file. That source is read when the
+factory is defined (:func:`inlinable`), i.e. as the module is imported: a file edited or
+replaced later (a deploy over a running process) is never compiled into it. Where the
+source cannot be read (a bytecode-only install) the factory is used as written.
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ log = get_logger(__name__)
 F = TypeVar("F", bound=Callable[..., Any])
 
 _cache: dict[tuple[Callable[..., Any], tuple[float, ...]], Callable[..., Any]] = {}
+#: factory -> (its source as imported, first line number, file name)
+_sources: dict[Callable[..., Any], tuple[str, int, str]] = {}
 _lock = threading.Lock()
 
 
@@ -85,6 +89,18 @@ class _Inline(ast.NodeTransformer):
         return node
 
 
+def inlinable(factory: F) -> F:
+    """Decorator: keep ``factory``'s source, as imported, for :func:`specialise`."""
+    try:
+        lines, first = inspect.getsourcelines(factory)
+        filename = inspect.getsourcefile(factory) or "<unknown>"
+    except (OSError, TypeError) as exc:
+        log.debug("hot path not specialised", reason=str(exc))
+    else:
+        _sources[factory] = ("".join(lines), first, filename)
+    return factory
+
+
 def specialise(factory: F, bounds: tuple[float, ...]) -> F:
     """``factory`` recompiled with its ``bucket_index`` calls inlined for ``bounds``.
 
@@ -100,22 +116,30 @@ def specialise(factory: F, bounds: tuple[float, ...]) -> F:
 
 
 def _compile(factory: F, bounds: tuple[float, ...]) -> F:
+    source = _sources.get(factory)
+    if source is None:  # not marked inlinable, or its source could not be read
+        return factory
+    text, first, filename = source
     try:
-        lines, first = inspect.getsourcelines(factory)
-        filename = inspect.getsourcefile(factory) or "<unknown>"
-    except (OSError, TypeError) as exc:
-        log.debug("hot path not specialised", reason=str(exc))
+        tree = ast.parse(textwrap.dedent(text))
+        function = tree.body[0]
+        assert isinstance(function, ast.FunctionDef)
+        if function.decorator_list:  # compiled once: not marked again; first line kept
+            function.lineno = function.decorator_list[0].lineno
+            function.decorator_list = []
+        inline = _Inline(bounds)
+        tree = ast.fix_missing_locations(inline.visit(tree))
+        if not inline.replaced:
+            return factory
+        ast.increment_lineno(tree, first - 1)
+        # Compiled as its module is: with postponed evaluation of annotations (the
+        # feature object ``from __future__ import annotations`` carries the flag).
+        code = compile(tree, filename, "exec", flags=annotations.compiler_flag,
+                       dont_inherit=True)
+        namespace: dict[str, Any] = {}
+        exec(code, factory.__globals__, namespace)
+        compiled: F = namespace[factory.__name__]
+    except Exception as exc:  # the plain code is always correct: never fail instrument()
+        log.debug("hot path not specialised", reason=f"{type(exc).__name__}: {exc}")
         return factory
-    tree = ast.parse(textwrap.dedent("".join(lines)))
-    inline = _Inline(bounds)
-    tree = ast.fix_missing_locations(inline.visit(tree))
-    if not inline.replaced:
-        return factory
-    ast.increment_lineno(tree, first - 1)
-    # Compiled as its module is: with postponed evaluation of annotations (the feature
-    # object ``from __future__ import annotations`` bound above carries the flag).
-    code = compile(tree, filename, "exec", flags=annotations.compiler_flag, dont_inherit=True)
-    namespace: dict[str, Any] = {}
-    exec(code, factory.__globals__, namespace)
-    compiled: F = namespace[factory.__name__]
     return compiled

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import ast
+import importlib.util
 import random
 import time
 from bisect import bisect_left
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -60,6 +62,50 @@ def test_a_factory_without_source_is_used_as_written() -> None:
     factory = namespace["factory"]
     assert buckets.specialise(factory, (1.0, 2.0)) is factory
     assert factory((1.0, 2.0))(1.5) == 1
+
+
+FACTORY_SOURCE = """\
+from exporter.buckets import bucket_index, inlinable
+
+
+@inlinable
+def factory(bounds):
+    def observe(value):
+        return ("{version}", bucket_index(bounds, value))
+    return observe
+"""
+
+
+def import_factory(tmp_path: Path, name: str) -> Callable[..., Any]:
+    path = tmp_path / f"{name}.py"
+    path.write_text(FACTORY_SOURCE.format(version="as imported"))
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    factory: Callable[..., Any] = module.factory
+    return factory
+
+
+def test_a_file_replaced_after_import_is_not_what_gets_compiled(tmp_path: Path) -> None:
+    factory = import_factory(tmp_path, "replaced_after_import")
+    # A deploy writes new code over the running process's files.
+    (tmp_path / "replaced_after_import.py").write_text(FACTORY_SOURCE.format(version="new"))
+    fast = buckets.specialise(factory, (1.0, 2.0))
+    assert fast is not factory
+    observe = fast((1.0, 2.0))
+    assert "bucket_index" not in observe.__code__.co_names
+    assert [observe(v) for v in (0.5, 1.0, 1.5, 3.0)] == [
+        ("as imported", 0), ("as imported", 0), ("as imported", 1), ("as imported", 2)
+    ]
+
+
+def test_source_that_does_not_compile_leaves_the_factory_as_written(tmp_path: Path) -> None:
+    factory = import_factory(tmp_path, "broken_source")
+    _, first, filename = buckets._sources[factory]
+    buckets._sources[factory] = ("def factory(bounds:\n", first, filename)
+    assert buckets.specialise(factory, (1.0, 2.0)) is factory
+    assert factory((1.0, 2.0))(1.5) == ("as imported", 1)
 
 
 def test_custom_buckets_count_waits_uses_and_connects_in_the_right_bucket(
