@@ -26,7 +26,7 @@ COPY prometheus/ prometheus/
 
 RUN pip wheel --no-deps --wheel-dir /wheels . \
  && python -m venv /opt/venv \
- && /opt/venv/bin/pip install /wheels/*.whl \
+ && /opt/venv/bin/pip install "$(ls /wheels/*.whl)[sidecar]" \
  && /opt/venv/bin/sqlalchemy-pool-exporter --version
 
 # --- runtime: the virtualenv only, no compilers, no source, no pip cache -----------------

@@ -1,9 +1,9 @@
 """Build hook: ship the top-level ``grafana/`` and ``prometheus/`` directories in the wheel.
 
 All metadata lives in ``pyproject.toml``; this file only extends ``build_py`` so that a
-built wheel carries the dashboards and rules as ``exporter/_assets/`` (see
-``exporter/assets.py`` for why and for which files count). Editable installs skip the
-copy: ``exporter.assets`` reads the checkout's own directories instead.
+built wheel carries the dashboards and rules as ``sqlalchemy_pool_exporter/_assets/`` (see
+``exporter/sqlalchemy_pool_exporter/cli/assets.py`` for why and for which files count). Editable installs skip the
+copy: ``sqlalchemy_pool_exporter.cli.assets`` reads the checkout's own directories instead.
 """
 
 from __future__ import annotations
@@ -19,9 +19,9 @@ ROOT = Path(__file__).resolve().parent
 
 
 def _asset_rules():  # type: ignore[no-untyped-def]
-    # Loaded by path: importing the ``exporter`` package would need its dependencies,
+    # Loaded by path: importing the package would need its dependencies,
     # which are not installed at build time; assets.py itself is standard library only.
-    path = ROOT / "exporter" / "assets.py"
+    path = ROOT / "exporter" / "sqlalchemy_pool_exporter" / "cli" / "assets.py"
     spec = importlib.util.spec_from_file_location("_exporter_assets", path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
@@ -30,14 +30,14 @@ def _asset_rules():  # type: ignore[no-untyped-def]
 
 
 class BuildPyWithAssets(build_py):
-    """``build_py`` that also copies the bundled assets into ``exporter/_assets``."""
+    """``build_py`` that also copies the bundled assets into the package's ``_assets``."""
 
     def run(self) -> None:
         super().run()
         if getattr(self, "editable_mode", False):
             return
         rules = _asset_rules()
-        target = Path(self.build_lib) / "exporter" / rules.PACKAGED_DIR
+        target = Path(self.build_lib) / "sqlalchemy_pool_exporter" / rules.PACKAGED_DIR
         # Start clean: an in-tree build directory may hold assets deleted since.
         shutil.rmtree(target, ignore_errors=True)
         assets = list(rules.iter_assets(ROOT))

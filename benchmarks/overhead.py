@@ -3,8 +3,8 @@
 Three engines on the same SQLite file, measured in one run:
 
 * ``none``      — no instrumentation (the baseline);
-* ``exporter``  — ``exporter.instrument(engine)`` with default options (leak detection
-  and checkout-site capture on);
+* ``exporter``  — ``sqlalchemy_pool_exporter.instrument(engine)`` with default options
+  (leak detection and checkout-site capture on);
 * ``naive``     — the obvious prometheus_client version: a labelled Gauge ``inc``/``dec``
   and ``Histogram.observe`` in checkout/checkin listeners.
 
@@ -35,7 +35,7 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry, Gauge, Histogram
 from sqlalchemy import Engine, create_engine, event
 
-import exporter
+import sqlalchemy_pool_exporter
 
 
 def naive_instrument(engine: Engine, registry: CollectorRegistry) -> None:
@@ -86,7 +86,9 @@ def measure(variant: str, rounds: int, cycles: int) -> dict[str, list[float]]:
     url = f"sqlite:///{Path(tmp.name) / 'bench.db'}"
     engines = {name: create_engine(url, pool_size=5) for name in ("none", variant)}
     if variant == "exporter":
-        exporter.instrument(engines[variant], name="bench", registry=CollectorRegistry())
+        sqlalchemy_pool_exporter.instrument(
+            engines[variant], name="bench", registry=CollectorRegistry()
+        )
     else:
         naive_instrument(engines[variant], CollectorRegistry())
     out: dict[str, list[float]] = {}
@@ -95,12 +97,12 @@ def measure(variant: str, rounds: int, cycles: int) -> dict[str, list[float]]:
             cycle(engine, 2000)
         times: dict[str, list[float]] = {name: [] for name in engines}
         for r in range(rounds):
-            for name in (("none", variant) if r % 2 else (variant, "none")):
+            for name in ("none", variant) if r % 2 else (variant, "none"):
                 times[name].append(cycle(engines[name], cycles))
         pairs = zip(times[variant], times["none"], strict=True)
         out[label] = [statistics.median(times["none"]), statistics.median(t - b for t, b in pairs)]
     if variant == "exporter":
-        stats = exporter.instrumentations()[0].stats
+        stats = sqlalchemy_pool_exporter.instrumentations()[0].stats
         assert stats.checkouts == len(CYCLES) * (2000 + rounds * cycles) and not stats.held
     for engine in engines.values():
         engine.dispose()
@@ -124,13 +126,20 @@ def main() -> None:
     runs: dict[str, list[dict[str, list[float]]]] = {name: [] for name in VARIANTS}
     for _ in range(args.processes):
         for name in VARIANTS:
-            worker = [sys.executable, __file__, f"--worker={name}", f"--rounds={args.rounds}",
-                      f"--cycles={args.cycles}"]
+            worker = [
+                sys.executable,
+                __file__,
+                f"--worker={name}",
+                f"--rounds={args.rounds}",
+                f"--cycles={args.cycles}",
+            ]
             done = subprocess.run(worker, check=True, capture_output=True, text=True)
             runs[name].append(json.loads(done.stdout))
-    print(f"each variant: {args.processes} processes x {args.rounds} rounds x {args.cycles} "
-          "cycles, turn about with an uninstrumented engine;\nadded = median over rounds of "
-          "(variant - none) in the same round; ns/cycle and ratio use the median of those")
+    print(
+        f"each variant: {args.processes} processes x {args.rounds} rounds x {args.cycles} "
+        "cycles, turn about with an uninstrumented engine;\nadded = median over rounds of "
+        "(variant - none) in the same round; ns/cycle and ratio use the median of those"
+    )
     for label in CYCLES:
         print(f"\n{label}")
         print(f"  {'variant':<10} {'ns/cycle':>9} {'added ns':>9} {'ratio':>6}   per process")
@@ -140,8 +149,10 @@ def main() -> None:
             added = [run[label][1] for run in runs[name]]
             mid = statistics.median(added)
             each = " ".join(f"{a:+.0f}" for a in added)
-            print(f"  {name:<10} {base + mid:>9.0f} {mid:>+9.0f} {(base + mid) / base:>5.2f}x"
-                  f"   {each}")
+            print(
+                f"  {name:<10} {base + mid:>9.0f} {mid:>+9.0f} {(base + mid) / base:>5.2f}x"
+                f"   {each}"
+            )
 
 
 if __name__ == "__main__":

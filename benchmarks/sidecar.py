@@ -37,7 +37,18 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from exporter.families import COUNTERS, GAUGES, HISTOGRAMS  # noqa: E402
+from sqlalchemy_pool_exporter.protocol.catalog import POOL_METRICS  # noqa: E402
+
+# snapshot field -> (metric name, help) of the catalog's unlabelled pool series
+GAUGES, COUNTERS, HISTOGRAMS = (
+    {
+        f: (m.name, m.help)
+        for m in POOL_METRICS
+        if m.kind == kind and not m.labels
+        for _, f in m.fields
+    }
+    for kind in ("gauge", "counter", "histogram")
+)
 
 POOLS = 10
 SENTINEL = 987654321
@@ -46,48 +57,72 @@ SENTINEL = 987654321
 def sample_pool() -> dict[str, Any]:
     """A realistic pool snapshot taken from a real instrumented SQLite engine."""
     from sqlalchemy import create_engine, text
+    from sqlalchemy_pool_exporter.instrument import instrumentations
 
-    import exporter
-    from exporter.instrument import instrumentations
-    from exporter.snapshot import pool_snapshot
+    import sqlalchemy_pool_exporter
+    from sqlalchemy_pool_exporter.instrumentation.snapshot import pool_snapshot
 
     with tempfile.TemporaryDirectory() as tmp:
         engine = create_engine(f"sqlite:///{tmp}/b.db", pool_size=5, max_overflow=10)
-        exporter.instrument(engine, name="sample", registry=None)
+        sqlalchemy_pool_exporter.instrument(engine, name="sample", registry=None)
         for _ in range(50):
             with engine.connect() as conn:
                 conn.execute(text("select 1"))
         (inst,) = [i for i in instrumentations() if i.engine is engine]
         snap = pool_snapshot(inst)
-        exporter.uninstrument(engine)
+        sqlalchemy_pool_exporter.uninstrument(engine)
         engine.dispose()
     assert snap is not None
     return snap
 
 
 def body_template(instance: str, pool: dict[str, Any], pid: int, interval: float) -> bytes:
-    doc = {"schema": 1, "seq": SENTINEL, "interval": interval, "final": False,
-           "sent_at": time.time(),
-           "process": {"instance": instance, "pid": pid, "host": "bench", "app": "bench",
-                       "started_at": time.time()},
-           "pools": {f"pool{i}": pool for i in range(POOLS)}}
-    return json.dumps(doc, separators=(",", ":")).encode().replace(
-        str(SENTINEL).encode(), b"%d")
+    doc = {
+        "schema": 1,
+        "seq": SENTINEL,
+        "interval": interval,
+        "final": False,
+        "sent_at": time.time(),
+        "process": {
+            "instance": instance,
+            "pid": pid,
+            "host": "bench",
+            "app": "bench",
+            "started_at": time.time(),
+        },
+        "pools": {f"pool{i}": pool for i in range(POOLS)},
+    }
+    return json.dumps(doc, separators=(",", ":")).encode().replace(str(SENTINEL).encode(), b"%d")
 
 
 def start_sidecar(*flags: str) -> tuple[subprocess.Popen[str], str, str]:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "exporter", "serve", "--listen", "127.0.0.1:0",
-         "--push-listen", "127.0.0.1:0", "--log-format", "json", *flags],
-        stderr=subprocess.PIPE, text=True, cwd=ROOT)
+        [
+            sys.executable,
+            "-m",
+            "sqlalchemy_pool_exporter",
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--push-listen",
+            "127.0.0.1:0",
+            "--log-format",
+            "json",
+            *flags,
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
     assert proc.stderr is not None
     event = json.loads(proc.stderr.readline())
     threading.Thread(target=proc.stderr.read, daemon=True).start()
     return proc, event["metrics"], event["push"]
 
 
-def pusher_process(push_url: str, first: int, threads: int, seconds: float,
-                   pool: dict[str, Any], out: Any) -> None:
+def pusher_process(
+    push_url: str, first: int, threads: int, seconds: float, pool: dict[str, Any], out: Any
+) -> None:
     host, port = push_url.split("//")[1].split("/")[0].split(":")
     counts = [0] * threads
     errors = [0] * threads
@@ -99,8 +134,12 @@ def pusher_process(push_url: str, first: int, threads: int, seconds: float,
         seq = 0
         while time.monotonic() < deadline:
             seq += 1
-            conn.request("POST", "/v1/push", body=template % seq,
-                         headers={"Content-Type": "application/json"})
+            conn.request(
+                "POST",
+                "/v1/push",
+                body=template % seq,
+                headers={"Content-Type": "application/json"},
+            )
             response = conn.getresponse()
             response.read()
             if response.status == 200:
@@ -119,9 +158,12 @@ def pusher_process(push_url: str, first: int, threads: int, seconds: float,
 
 def ingest(push_url: str, pool: dict[str, Any], seconds: float) -> tuple[float, int]:
     queue: Any = multiprocessing.Queue()
-    procs = [multiprocessing.Process(target=pusher_process,
-                                     args=(push_url, 16 * i, 16, seconds, pool, queue))
-             for i in range(4)]
+    procs = [
+        multiprocessing.Process(
+            target=pusher_process, args=(push_url, 16 * i, 16, seconds, pool, queue)
+        )
+        for i in range(4)
+    ]
     start = time.monotonic()
     for p in procs:
         p.start()
@@ -162,31 +204,54 @@ def multiprocess_render(pool: dict[str, Any], processes: int) -> tuple[float, in
     with tempfile.TemporaryDirectory() as path:
         labels = ["app", "pool"]
         for pid in range(processes):
-            files = {name: MmapedDict(os.path.join(path, f"{name}_{pid}.db")) for name in
-                     ("counter", "histogram", "gauge_livesum", "gauge_livemax")}
+            files = {
+                name: MmapedDict(os.path.join(path, f"{name}_{pid}.db"))
+                for name in ("counter", "histogram", "gauge_livesum", "gauge_livemax")
+            }
             for i in range(POOLS):
                 values = ["bench", f"pool{i}"]
                 for key, (name, help_text) in GAUGES.items():
                     mode = "gauge_livemax" if "ratio" in key or "oldest" in key else "gauge_livesum"
-                    files[mode].write_value(mmap_key(name, name, labels, values, help_text),
-                                            float(pool["gauges"].get(key) or 0), 0.0)
+                    files[mode].write_value(
+                        mmap_key(name, name, labels, values, help_text),
+                        float(pool["gauges"].get(key) or 0),
+                        0.0,
+                    )
                 for state in ("checked_out", "idle"):
-                    files["gauge_livesum"].write_value(mmap_key(
-                        "sqlalchemy_pool_connections", "sqlalchemy_pool_connections",
-                        [*labels, "state"], [*values, state], "c"), 1.0, 0.0)
+                    files["gauge_livesum"].write_value(
+                        mmap_key(
+                            "sqlalchemy_pool_connections",
+                            "sqlalchemy_pool_connections",
+                            [*labels, "state"],
+                            [*values, state],
+                            "c",
+                        ),
+                        1.0,
+                        0.0,
+                    )
                 for name, help_text in COUNTERS.values():
-                    files["counter"].write_value(mmap_key(name, name + "_total", labels, values,
-                                                          help_text), 3.0, 0.0)
+                    files["counter"].write_value(
+                        mmap_key(name, name + "_total", labels, values, help_text), 3.0, 0.0
+                    )
                 for key, (name, help_text) in HISTOGRAMS.items():
                     h = pool["histograms"][key]
                     previous = 0
                     for bound, count in zip([*h["buckets"], "+Inf"], h["counts"], strict=True):
-                        files["histogram"].write_value(mmap_key(
-                            name, name + "_bucket", [*labels, "le"], [*values, str(bound)],
-                            help_text), float(count - previous), 0.0)
+                        files["histogram"].write_value(
+                            mmap_key(
+                                name,
+                                name + "_bucket",
+                                [*labels, "le"],
+                                [*values, str(bound)],
+                                help_text,
+                            ),
+                            float(count - previous),
+                            0.0,
+                        )
                         previous = count
-                    files["histogram"].write_value(mmap_key(
-                        name, name + "_sum", labels, values, help_text), h["sum"], 0.0)
+                    files["histogram"].write_value(
+                        mmap_key(name, name + "_sum", labels, values, help_text), h["sum"], 0.0
+                    )
             for f in files.values():
                 f.close()
         registry = CollectorRegistry()
@@ -199,7 +264,7 @@ def latency_phase(mode: str, requests: int) -> None:
     """Child process: per-request latency with the sidecar in ``mode``; prints JSON."""
     from sqlalchemy import create_engine, text
 
-    import exporter
+    import sqlalchemy_pool_exporter
 
     url = None
     if mode != "off":
@@ -213,7 +278,7 @@ def latency_phase(mode: str, requests: int) -> None:
         url = f"http://127.0.0.1:{port}/v1/push"
     with tempfile.TemporaryDirectory() as tmp:
         engine = create_engine(f"sqlite:///{tmp}/l.db")
-        exporter.instrument(engine, registry=None, push_url=url, push_interval=0.05)
+        sqlalchemy_pool_exporter.instrument(engine, registry=None, push_url=url, push_interval=0.05)
         times = []
         for _ in range(requests):
             start = time.perf_counter()
@@ -221,8 +286,14 @@ def latency_phase(mode: str, requests: int) -> None:
                 conn.execute(text("select 1"))
             times.append(time.perf_counter() - start)
         times.sort()
-    print(json.dumps({"median_us": statistics.median(times) * 1e6,
-                      "p99_us": times[int(len(times) * 0.99)] * 1e6}))
+    print(
+        json.dumps(
+            {
+                "median_us": statistics.median(times) * 1e6,
+                "p99_us": times[int(len(times) * 0.99)] * 1e6,
+            }
+        )
+    )
 
 
 def rss_mb(pid: int) -> float:
@@ -260,8 +331,8 @@ def main() -> None:
 
     from prometheus_client import generate_latest
 
-    from exporter.settings import SidecarSettings
-    from exporter.sidecar import Sidecar
+    from sqlalchemy_pool_exporter.sidecar.server import Sidecar
+    from sqlalchemy_pool_exporter.sidecar.settings import SidecarSettings
 
     inproc = Sidecar(SidecarSettings())
     for k in range(args.processes):
@@ -270,31 +341,54 @@ def main() -> None:
     render_inproc = timed(lambda: generate_latest(inproc.registry), 20)
     mp_ms, files = multiprocess_render(pool, args.processes)
 
-    print(f"\n1. push ingest, 64 concurrent pushers x {POOLS} pools, real HTTP, {args.seconds:g} s:"
-          f"\n   {rate:,.0f} pushes/s accepted ({errors} errors)   target >= 2,000")
-    print(f"\n2. /metrics render, {args.processes:,} processes x {POOLS} pools:"
-          f"\n   sidecar over HTTP      {render_http:8.2f} ms  ({size:,} bytes)"
-          f"\n   sidecar collector only {render_inproc:8.2f} ms"
-          f"\n   prometheus_client multiprocess ({files:,} files) {mp_ms:8.1f} ms"
-          f"\n   speed-up {mp_ms / render_http:,.0f}x over HTTP   target <= 50 ms and >= 10x")
-    print(f"\n3. sidecar RSS with {args.processes:,} processes x {POOLS} pools: {rss:.1f} MB"
-          f" (after the ingest run, {args.processes + 64:,} processes: {rss_after:.1f} MB)"
-          "   target <= 150 MB")
-    print("\n4. instrumented request latency (SQLite connect+SELECT 1), pushing every 50 ms,"
-          f"\n   median of {args.rounds} interleaved runs of {args.requests:,} requests each:")
-    modes = (("off", "no push (embedded)"), ("down", "sidecar absent (refused)"),
-             ("hung", "sidecar hung (never answers)"))
+    print(
+        f"\n1. push ingest, 64 concurrent pushers x {POOLS} pools, real HTTP, {args.seconds:g} s:"
+        f"\n   {rate:,.0f} pushes/s accepted ({errors} errors)   target >= 2,000"
+    )
+    print(
+        f"\n2. /metrics render, {args.processes:,} processes x {POOLS} pools:"
+        f"\n   sidecar over HTTP      {render_http:8.2f} ms  ({size:,} bytes)"
+        f"\n   sidecar collector only {render_inproc:8.2f} ms"
+        f"\n   prometheus_client multiprocess ({files:,} files) {mp_ms:8.1f} ms"
+        f"\n   speed-up {mp_ms / render_http:,.0f}x over HTTP   target <= 50 ms and >= 10x"
+    )
+    print(
+        f"\n3. sidecar RSS with {args.processes:,} processes x {POOLS} pools: {rss:.1f} MB"
+        f" (after the ingest run, {args.processes + 64:,} processes: {rss_after:.1f} MB)"
+        "   target <= 150 MB"
+    )
+    print(
+        "\n4. instrumented request latency (SQLite connect+SELECT 1), pushing every 50 ms,"
+        f"\n   median of {args.rounds} interleaved runs of {args.requests:,} requests each:"
+    )
+    modes = (
+        ("off", "no push (embedded)"),
+        ("down", "sidecar absent (refused)"),
+        ("hung", "sidecar hung (never answers)"),
+    )
     results: dict[str, list[dict[str, float]]] = {mode: [] for mode, _ in modes}
     for _ in range(args.rounds):
         for mode, _label in modes:
-            out = subprocess.run([sys.executable, __file__, "--latency-phase", mode,
-                                  "--requests", str(args.requests)],
-                                 capture_output=True, text=True, check=True, cwd=ROOT)
+            out = subprocess.run(
+                [
+                    sys.executable,
+                    __file__,
+                    "--latency-phase",
+                    mode,
+                    "--requests",
+                    str(args.requests),
+                ],
+                capture_output=True,
+                text=True,
+                check=True,
+                cwd=ROOT,
+            )
             results[mode].append(json.loads(out.stdout.strip().splitlines()[-1]))
     for mode, label in modes:
         median = statistics.median(r["median_us"] for r in results[mode])
         p99 = statistics.median(r["p99_us"] for r in results[mode])
         print(f"   {label:30s} median {median:7.1f} us   p99 {p99:7.1f} us")
+
 
 if __name__ == "__main__":
     main()

@@ -19,7 +19,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 from sqlalchemy import Engine, create_engine
 
-import exporter
+import sqlalchemy_pool_exporter
 
 IN_CI = bool(os.environ.get("CI"))
 
@@ -62,7 +62,7 @@ def engines() -> Iterator[list[Engine]]:
     made: list[Engine] = []
     yield made
     for engine in made:
-        exporter.uninstrument(engine)
+        sqlalchemy_pool_exporter.uninstrument(engine)
         engine.dispose()
 
 

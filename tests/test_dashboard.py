@@ -33,11 +33,11 @@ from typing import Any
 import pytest
 import yaml
 
-from exporter.embedded import PoolCollector
-from exporter.families import pool_families
-from exporter.probe import DatabaseProbe, ProbeResult
-from exporter.sidecar.aggregator import Aggregator
-from exporter.sidecar.collector import PushCounters, SidecarCollector
+from sqlalchemy_pool_exporter.exposition import pool_families
+from sqlalchemy_pool_exporter.instrumentation.embedded import PoolCollector
+from sqlalchemy_pool_exporter.probes.postgres import DatabaseProbe, ProbeResult
+from sqlalchemy_pool_exporter.sidecar.aggregator import Aggregator
+from sqlalchemy_pool_exporter.sidecar.collector import PushCounters, SidecarCollector
 from tests.conftest import load_script, require_binary
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -52,10 +52,29 @@ MACROS = {"$__rate_interval": "1m", "$__interval": "15s", "$__range": "1h"}
 VARIABLES = ("job", "namespace", "instance", "app", "pool")
 
 PROMQL_FUNCTIONS = {"rate", "sum", "max", "min", "count", "histogram_quantile", "avg"}
-PROMQL_KEYWORDS = {"by", "without", "on", "ignoring", "group_left", "group_right", "bool",
-                   "and", "or", "unless", "offset"}
-ROWS = ["Overview", "Connections", "Waiting", "Holding", "Churn", "Leaks", "Database server",
-        "Exporter health"]
+PROMQL_KEYWORDS = {
+    "by",
+    "without",
+    "on",
+    "ignoring",
+    "group_left",
+    "group_right",
+    "bool",
+    "and",
+    "or",
+    "unless",
+    "offset",
+}
+ROWS = [
+    "Overview",
+    "Connections",
+    "Waiting",
+    "Holding",
+    "Churn",
+    "Leaks",
+    "Database server",
+    "Exporter health",
+]
 
 
 def load_generator() -> ModuleType:
@@ -79,7 +98,8 @@ def queries(dash: dict[str, Any]) -> list[tuple[str, str]]:
     """(where, expr) of every panel target."""
     return [
         (f"{panel['title']} [{target['refId']}]", target["expr"])
-        for panel in all_panels(dash) if panel["type"] != "row"
+        for panel in all_panels(dash)
+        if panel["type"] != "row"
         for target in panel["targets"]
     ]
 
@@ -120,7 +140,7 @@ def metric_names(expr: str) -> set[str]:
     text = re.sub(r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", " ", text)
     for match in _IDENT.finditer(text):
         word = match.group()
-        if text[match.end():].lstrip().startswith("("):
+        if text[match.end() :].lstrip().startswith("("):
             assert word in PROMQL_FUNCTIONS, f"unexpected function {word!r} in {expr!r}"
         elif word not in PROMQL_KEYWORDS:
             names.add(word)  # a bare metric name
@@ -129,8 +149,7 @@ def metric_names(expr: str) -> set[str]:
 
 def sample_names(families: Any) -> set[str]:
     """Sample names Prometheus sees for prometheus_client families, samples or not."""
-    suffixes = {"counter": ["_total"], "histogram": ["_bucket", "_sum", "_count"],
-                "gauge": [""]}
+    suffixes = {"counter": ["_total"], "histogram": ["_bucket", "_sum", "_count"], "gauge": [""]}
     return {f.name + suffix for f in families for suffix in suffixes[f.type]}
 
 
@@ -151,16 +170,22 @@ def exported_metric_names(monkeypatch: pytest.MonkeyPatch) -> set[str]:
 
 # -- up to date ---------------------------------------------------------------------------
 
+
 def test_committed_dashboard_is_what_the_generator_writes(tmp_path: Path) -> None:
     out = tmp_path / "dashboard.json"
-    subprocess.run([sys.executable, str(GRAFANA / "generate.py"), "--output", str(out)],
-                   check=True, capture_output=True, timeout=60)
+    subprocess.run(
+        [sys.executable, str(GRAFANA / "generate.py"), "--output", str(out)],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
     assert out.read_text(encoding="utf-8") == DASHBOARD.read_text(encoding="utf-8"), (
         "grafana/dashboards/sqlalchemy-pools.json is stale: run python grafana/generate.py"
     )
 
 
 # -- Grafana's schema -----------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def schema_check() -> Path:
@@ -169,7 +194,10 @@ def schema_check() -> Path:
     npm = require_binary("npm")
     result = subprocess.run(
         [npm, "ci", "--prefer-offline", "--no-audit", "--no-fund"],
-        cwd=SCHEMA_CHECK, capture_output=True, text=True, timeout=300,
+        cwd=SCHEMA_CHECK,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, f"npm ci failed:\n{result.stdout}\n{result.stderr}"
     return SCHEMA_CHECK
@@ -177,8 +205,13 @@ def schema_check() -> Path:
 
 def npm_check(project: Path) -> subprocess.CompletedProcess[str]:
     """``npm run check``: the literal check is written, then ``tsc --noEmit`` compiles."""
-    return subprocess.run([require_binary("npm"), "run", "--silent", "check"], cwd=project,
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [require_binary("npm"), "run", "--silent", "check"],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def test_dashboard_type_checks_against_grafana_schema(schema_check: Path) -> None:
@@ -233,8 +266,9 @@ def _mutate(mutation: str, dash: dict[str, Any]) -> None:
         raise AssertionError(mutation)
 
 
-def check_copy(schema_check: Path, workdir: Path, dash: dict[str, Any]) -> (
-        subprocess.CompletedProcess[str]):
+def check_copy(
+    schema_check: Path, workdir: Path, dash: dict[str, Any]
+) -> subprocess.CompletedProcess[str]:
     """``npm run check`` on a copy of grafana/ whose dashboard is ``dash``."""
     # Same layout as grafana/: the check reads ../dashboards/sqlalchemy-pools.json.
     project = workdir / "schema-check"
@@ -253,13 +287,27 @@ def test_schema_check_copy_accepts_the_dashboard(schema_check: Path, tmp_path: P
     assert (result.returncode, result.stdout) == (0, "")
 
 
-@pytest.mark.parametrize("mutation", [
-    "misspelled panel key", "unknown field config key", "grid height as text",
-    "no schemaVersion", "unknown key on a row", "threshold as text", "panel without type",
-    "unknown variable key", "unknown colour mode", "unknown threshold mode",
-    "row of another type", "unknown variable type", "unknown heatmap option",
-    "unknown draw style", "stat without required option", "panel type without a schema",
-])
+@pytest.mark.parametrize(
+    "mutation",
+    [
+        "misspelled panel key",
+        "unknown field config key",
+        "grid height as text",
+        "no schemaVersion",
+        "unknown key on a row",
+        "threshold as text",
+        "panel without type",
+        "unknown variable key",
+        "unknown colour mode",
+        "unknown threshold mode",
+        "row of another type",
+        "unknown variable type",
+        "unknown heatmap option",
+        "unknown draw style",
+        "stat without required option",
+        "panel type without a schema",
+    ],
+)
 def test_schema_check_rejects_a_broken_dashboard(
     schema_check: Path, tmp_path: Path, mutation: str
 ) -> None:
@@ -272,15 +320,27 @@ def test_schema_check_rejects_a_broken_dashboard(
 
 # -- queries ------------------------------------------------------------------------------
 
+
 def promtool_check(tmp_path: Path, exprs: list[str]) -> subprocess.CompletedProcess[str]:
     """``promtool check rules`` on one recording rule per expression."""
-    rules = {"groups": [{"name": "dashboard", "rules": [
-        {"record": f"dashboard:query_{i}", "expr": expr} for i, expr in enumerate(exprs)
-    ]}]}
+    rules = {
+        "groups": [
+            {
+                "name": "dashboard",
+                "rules": [
+                    {"record": f"dashboard:query_{i}", "expr": expr} for i, expr in enumerate(exprs)
+                ],
+            }
+        ]
+    }
     path = tmp_path / "dashboard-queries.rules.yml"
     path.write_text(json.dumps(rules, indent=1))  # JSON is YAML
-    return subprocess.run([require_binary("promtool"), "check", "rules", str(path)],
-                          capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [require_binary("promtool"), "check", "rules", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def test_every_query_parses_with_promtool(tmp_path: Path) -> None:
@@ -307,14 +367,15 @@ def test_queries_read_only_metrics_the_project_exports(monkeypatch: pytest.Monke
             used.setdefault(name, set()).add(where)
     # ALERTS is Prometheus's own series of active alerts; the panel reads only ours.
     assert 'ALERTS{alertname=~"SQLAlchemyPool.*"' in json.dumps(dash).replace('\\"', '"')
-    unknown = {name: where for name, where in used.items()
-               if name not in exported and name != "ALERTS"}
+    unknown = {
+        name: where for name, where in used.items() if name not in exported and name != "ALERTS"
+    }
     assert unknown == {}
 
 
 def test_metric_name_extraction() -> None:
     assert metric_names(
-        'histogram_quantile(0.99, sum by (app, pool, le) '
+        "histogram_quantile(0.99, sum by (app, pool, le) "
         '(rate(sqlalchemy_pool_wait_seconds_bucket{pool=~"a{b}"}[1m])))'
     ) == {"sqlalchemy_pool_wait_seconds_bucket"}
     assert metric_names("sum(up) / on() group_left max(bogus_metric)") == {"up", "bogus_metric"}
@@ -324,24 +385,39 @@ def test_dashboard_shows_every_family_the_issue_asks_for() -> None:
     used = set().union(*(metric_names(e) for _, e in queries(dashboard())))
     assert used == {
         "ALERTS",
-        "sqlalchemy_pool_utilization_ratio", "sqlalchemy_pool_peak_utilization_ratio",
-        "sqlalchemy_pool_pending", "sqlalchemy_pool_checkout_timeouts_total",
-        "sqlalchemy_pool_leaked_connections", "sqlalchemy_pool_connections",
-        "sqlalchemy_pool_max_connections", "sqlalchemy_pool_overflow",
-        "sqlalchemy_pool_max_overflow", "sqlalchemy_pool_wait_seconds_bucket",
-        "sqlalchemy_pool_use_seconds_bucket", "sqlalchemy_pool_connect_seconds_bucket",
+        "sqlalchemy_pool_utilization_ratio",
+        "sqlalchemy_pool_peak_utilization_ratio",
+        "sqlalchemy_pool_pending",
+        "sqlalchemy_pool_checkout_timeouts_total",
+        "sqlalchemy_pool_leaked_connections",
+        "sqlalchemy_pool_connections",
+        "sqlalchemy_pool_max_connections",
+        "sqlalchemy_pool_overflow",
+        "sqlalchemy_pool_max_overflow",
+        "sqlalchemy_pool_wait_seconds_bucket",
+        "sqlalchemy_pool_use_seconds_bucket",
+        "sqlalchemy_pool_connect_seconds_bucket",
         "sqlalchemy_pool_oldest_checkout_seconds",
-        "sqlalchemy_pool_connections_created_total", "sqlalchemy_pool_connections_closed_total",
-        "sqlalchemy_pool_invalidations_total", "sqlalchemy_pool_connect_errors_total",
-        "sqlalchemy_pool_leaks_total", "sqlalchemy_pool_gc_reclaimed_total",
-        "sqlalchemy_pool_db_max_connections", "sqlalchemy_pool_db_reserved_connections",
-        "sqlalchemy_pool_db_connections", "sqlalchemy_pool_db_oldest_transaction_seconds",
-        "sqlalchemy_pool_processes", "pool_exporter_processes", "pool_exporter_pushes_total",
-        "pool_exporter_push_rejected_total", "pool_exporter_processes_expired_total",
+        "sqlalchemy_pool_connections_created_total",
+        "sqlalchemy_pool_connections_closed_total",
+        "sqlalchemy_pool_invalidations_total",
+        "sqlalchemy_pool_connect_errors_total",
+        "sqlalchemy_pool_leaks_total",
+        "sqlalchemy_pool_gc_reclaimed_total",
+        "sqlalchemy_pool_db_max_connections",
+        "sqlalchemy_pool_db_reserved_connections",
+        "sqlalchemy_pool_db_connections",
+        "sqlalchemy_pool_db_oldest_transaction_seconds",
+        "sqlalchemy_pool_processes",
+        "pool_exporter_processes",
+        "pool_exporter_pushes_total",
+        "pool_exporter_push_rejected_total",
+        "pool_exporter_processes_expired_total",
     }
 
 
 # -- panels, variables, layout ------------------------------------------------------------
+
 
 def test_rows_in_order() -> None:
     assert [p["title"] for p in dashboard()["panels"] if p["type"] == "row"] == ROWS
@@ -397,7 +473,8 @@ def test_provisioning_loads_the_dashboards_dir_with_a_prometheus_datasource() ->
     provisioning = GRAFANA / "provisioning"
     datasources = yaml.safe_load((provisioning / "datasources" / "prometheus.yaml").read_text())
     providers = yaml.safe_load(
-        (provisioning / "dashboards" / "sqlalchemy-pool-exporter.yaml").read_text())
+        (provisioning / "dashboards" / "sqlalchemy-pool-exporter.yaml").read_text()
+    )
     assert datasources["apiVersion"] == providers["apiVersion"] == 1
     [source] = datasources["datasources"]
     # The dashboard's datasource variable lists data sources of this type.

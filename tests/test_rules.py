@@ -103,7 +103,9 @@ def test_every_alert_has_cases_that_fire_and_cases_that_must_not() -> None:
                         # exact labels and every annotation, always
                         assert alert["exp_labels"]["severity"] == SPEC_ALERTS[name]
                         assert set(alert["exp_annotations"]) == {
-                            "summary", "description", "runbook_url"
+                            "summary",
+                            "description",
+                            "runbook_url",
                         }, (path.name, case["name"])
                 else:
                     silent[name] += 1
@@ -114,9 +116,7 @@ def test_every_alert_has_cases_that_fire_and_cases_that_must_not() -> None:
 def test_alert_names_severities_and_annotations() -> None:
     rules = alert_rules()
     assert {r["alert"]: r["labels"]["severity"] for r in rules} == SPEC_ALERTS
-    anchors = {
-        m.group(1).lower() for m in re.finditer(r"^## (\w+)\s*$", RUNBOOK.read_text(), re.M)
-    }
+    anchors = {m.group(1).lower() for m in re.finditer(r"^## (\w+)\s*$", RUNBOOK.read_text(), re.M)}
     config = load(RULES / "config.yaml")
     for rule in rules:
         name = rule["alert"]
@@ -175,7 +175,8 @@ def example_prometheus_config(tmp_path: Path, with_kubernetes: bool) -> Path:
     if with_kubernetes:
         block = re.search(
             r"  # --- kubernetes_sd example begin\n(.*?)\n  # --- kubernetes_sd example end",
-            text, re.S,
+            text,
+            re.S,
         )
         assert block is not None
         uncommented = "\n".join(

@@ -25,8 +25,11 @@ from tests.deploy.tools import ROOT, ImageVenv, read_dockerfile
 
 def _dockerignore_filter() -> Callable[[str, list[str]], set[str]]:
     lines = (ROOT / ".dockerignore").read_text().splitlines()
-    patterns = [line.strip().rstrip("/") for line in lines
-                if line.strip() and not line.startswith(("#", "!")) and line.strip() != "*"]
+    patterns = [
+        line.strip().rstrip("/")
+        for line in lines
+        if line.strip() and not line.startswith(("#", "!")) and line.strip() != "*"
+    ]
 
     def ignore(directory: str, names: list[str]) -> set[str]:
         skipped = set()
@@ -66,9 +69,16 @@ def image_venv(tmp_path_factory: pytest.TempPathFactory) -> ImageVenv:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "VIRTUAL_ENV"))}
     env.update(build.env())
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    result = subprocess.run(["bash", "-euo", "pipefail", "-c", script], cwd=src, env=env,
-                            capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", script],
+        cwd=src,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, (
-        f"build stage failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+        f"build stage failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    )
     (wheel,) = wheels.glob("*.whl")
     return ImageVenv(venv, wheel)

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from exporter.assets import asset_root, is_asset, iter_assets, write_assets
-from exporter.cli import main
+from sqlalchemy_pool_exporter.cli import main
+from sqlalchemy_pool_exporter.cli.assets import asset_root, is_asset, iter_assets, write_assets
 from tests.deploy.tools import ROOT
 
 
@@ -19,16 +19,19 @@ def test_selection_is_dashboards_provisioning_and_rules_not_tooling() -> None:
     assets = [str(p) for p in iter_assets(ROOT)]
     assert "grafana/dashboards/sqlalchemy-pools.json" in assets
     assert {"prometheus/alerts.yaml", "prometheus/recording.yaml"} <= set(assets)
-    assert all(p.startswith(("grafana/dashboards/", "grafana/provisioning/", "prometheus/"))
-               for p in assets)
+    assert all(
+        p.startswith(("grafana/dashboards/", "grafana/provisioning/", "prometheus/"))
+        for p in assets
+    )
     assert not is_asset(Path("prometheus/generate.py"))
     assert not is_asset(Path("grafana/dashboards/node_modules/x/package.json"))
     assert not is_asset(Path("prometheus/.hidden.yaml"))
     assert is_asset(Path("prometheus/tests/budget.yaml"))
 
 
-def test_writes_every_asset_byte_for_byte(tmp_path: Path,
-                                          capsys: pytest.CaptureFixture[str]) -> None:
+def test_writes_every_asset_byte_for_byte(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main(["assets", "--output", str(tmp_path)]) == 0
     expected = list(iter_assets(ROOT))
     assert capsys.readouterr().out.splitlines() == [str(tmp_path / p) for p in expected]
@@ -39,7 +42,8 @@ def test_writes_every_asset_byte_for_byte(tmp_path: Path,
 
 
 def test_refuses_to_overwrite_edited_files_without_force(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     write_assets(tmp_path)
     edited = tmp_path / "prometheus" / "alerts.yaml"
     edited.write_text("# my local changes\n")

@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
-from exporter.settings import SidecarSettings
+from sqlalchemy_pool_exporter.sidecar.settings import SidecarSettings
 from tests.conftest import require_binary
 from tests.deploy.tools import COMPOSE_DIR, ROOT, split_hostport
 
@@ -36,8 +36,13 @@ def compose_command() -> list[str]:
     if shutil.which("docker-compose"):
         return ["docker-compose"]
     docker = shutil.which("docker")
-    if docker and subprocess.run([docker, "compose", "version"], capture_output=True,
-                                 timeout=30).returncode == 0:
+    if (
+        docker
+        and subprocess.run(
+            [docker, "compose", "version"], capture_output=True, timeout=30
+        ).returncode
+        == 0
+    ):
         return [docker, "compose"]
     return [require_binary("docker-compose")]
 
@@ -45,8 +50,13 @@ def compose_command() -> list[str]:
 @pytest.fixture(scope="module")
 def services() -> dict[str, Any]:
     """The normalized services of compose.yaml (as ``config`` prints them)."""
-    result = subprocess.run([*compose_command(), "-f", str(COMPOSE_FILE), "config"],
-                            capture_output=True, text=True, timeout=120, cwd=COMPOSE_DIR)
+    result = subprocess.run(
+        [*compose_command(), "-f", str(COMPOSE_FILE), "config"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=COMPOSE_DIR,
+    )
     assert result.returncode == 0, result.stderr
     services: dict[str, Any] = yaml.safe_load(result.stdout)["services"]
     return services
@@ -80,13 +90,25 @@ def published(service: dict[str, Any]) -> dict[int, tuple[str, int]]:
 def sidecar_settings(services: dict[str, Any]) -> SidecarSettings:
     """The sidecar's settings as its environment makes them."""
     env = services["sidecar"]["environment"]
-    return SidecarSettings(**{k.removeprefix("POOL_EXPORTER_").lower(): v
-                              for k, v in env.items() if k.startswith("POOL_EXPORTER_")})
+    return SidecarSettings(
+        **{
+            k.removeprefix("POOL_EXPORTER_").lower(): v
+            for k, v in env.items()
+            if k.startswith("POOL_EXPORTER_")
+        }
+    )
 
 
 def test_compose_file_is_valid_and_has_the_whole_stack(services: dict[str, Any]) -> None:
-    assert sorted(services) == ["alertmanager", "app", "grafana", "loadgen", "postgres",
-                                "prometheus", "sidecar"]
+    assert sorted(services) == [
+        "alertmanager",
+        "app",
+        "grafana",
+        "loadgen",
+        "postgres",
+        "prometheus",
+        "sidecar",
+    ]
     # Upstream images are pinned to a release, so the stack does not change under users.
     for name, service in services.items():
         if "build" not in service:
@@ -99,8 +121,13 @@ def test_compose_config_rejects_a_broken_file(tmp_path: Path) -> None:
     published_port = '    ports:\n      - "127.0.0.1:9187:9187"'
     broken.write_text(good.replace(published_port, "    ports: 9187", 1))
     assert broken.read_text() != good
-    result = subprocess.run([*compose_command(), "-f", str(broken), "config", "-q"],
-                            capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    result = subprocess.run(
+        [*compose_command(), "-f", str(broken), "config", "-q"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
     assert result.returncode != 0
     assert "services.sidecar.ports" in result.stderr
 
@@ -129,7 +156,8 @@ def test_app_pushes_to_the_sidecar_with_the_same_token(services: dict[str, Any])
 
 
 def test_sidecar_metrics_port_is_scraped_by_prometheus_under_the_rules_job(
-        services: dict[str, Any]) -> None:
+    services: dict[str, Any],
+) -> None:
     host, port = split_hostport(sidecar_settings(services).listen)
     assert host == "0.0.0.0"
     assert published(services["sidecar"]) == {port: ("127.0.0.1", port)}
@@ -145,20 +173,26 @@ def test_sidecar_metrics_port_is_scraped_by_prometheus_under_the_rules_job(
 
 
 def test_prometheus_loads_the_bundled_rules_and_passes_promtool(
-        services: dict[str, Any], tmp_path: Path) -> None:
+    services: dict[str, Any], tmp_path: Path
+) -> None:
     prometheus_mounts = mounts(services["prometheus"])
     config = yaml.safe_load(prometheus_mounts["/etc/prometheus/prometheus.yml"].read_text())
     assert {prometheus_mounts[f] for f in config["rule_files"]} == {
-        ROOT / "prometheus" / "alerts.yaml", ROOT / "prometheus" / "recording.yaml"}
+        ROOT / "prometheus" / "alerts.yaml",
+        ROOT / "prometheus" / "recording.yaml",
+    }
     (alertmanagers,) = config["alerting"]["alertmanagers"]
     assert alertmanagers["static_configs"] == [{"targets": ["alertmanager:9093"]}]
     assert 9093 in published(services["alertmanager"])
     # promtool sees the file as Prometheus would, with the mounts resolved to the host.
     local = dict(config, rule_files=[str(prometheus_mounts[f]) for f in config["rule_files"]])
     (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(local))
-    result = subprocess.run([require_binary("promtool"), "check", "config",
-                             str(tmp_path / "prometheus.yml")],
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [require_binary("promtool"), "check", "config", str(tmp_path / "prometheus.yml")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "SUCCESS: 2 rule files found" in result.stdout + result.stderr
 
@@ -166,51 +200,72 @@ def test_prometheus_loads_the_bundled_rules_and_passes_promtool(
 def test_alertmanager_config_passes_amtool(services: dict[str, Any]) -> None:
     config = mounts(services["alertmanager"])["/etc/alertmanager/alertmanager.yml"]
     assert services["alertmanager"]["command"] == [
-        "--config.file=/etc/alertmanager/alertmanager.yml"]
-    result = subprocess.run([require_binary("amtool"), "check-config", str(config)],
-                            capture_output=True, text=True, timeout=60)
+        "--config.file=/etc/alertmanager/alertmanager.yml"
+    ]
+    result = subprocess.run(
+        [require_binary("amtool"), "check-config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_grafana_provisioning_points_at_prometheus_and_the_dashboards(
-        services: dict[str, Any]) -> None:
+    services: dict[str, Any],
+) -> None:
     grafana = mounts(services["grafana"])
-    assert grafana == {"/etc/grafana/provisioning": ROOT / "grafana" / "provisioning",
-                       "/var/lib/grafana/dashboards": ROOT / "grafana" / "dashboards"}
-    datasources = [ds for path in sorted((ROOT / "grafana/provisioning/datasources").glob("*.y*ml"))
-                   for ds in yaml.safe_load(path.read_text())["datasources"]]
+    assert grafana == {
+        "/etc/grafana/provisioning": ROOT / "grafana" / "provisioning",
+        "/var/lib/grafana/dashboards": ROOT / "grafana" / "dashboards",
+    }
+    datasources = [
+        ds
+        for path in sorted((ROOT / "grafana/provisioning/datasources").glob("*.y*ml"))
+        for ds in yaml.safe_load(path.read_text())["datasources"]
+    ]
     prometheus_port = 9090  # Prometheus' default --web.listen-address, not overridden:
     assert not any(a.startswith("--web.listen-address") for a in services["prometheus"]["command"])
     assert [(ds["type"], ds["url"]) for ds in datasources] == [
-        ("prometheus", f"http://prometheus:{prometheus_port}")]
+        ("prometheus", f"http://prometheus:{prometheus_port}")
+    ]
     assert published(services["prometheus"]) == {prometheus_port: ("127.0.0.1", prometheus_port)}
-    providers = [p for path in sorted((ROOT / "grafana/provisioning/dashboards").glob("*.y*ml"))
-                 for p in yaml.safe_load(path.read_text())["providers"]]
+    providers = [
+        p
+        for path in sorted((ROOT / "grafana/provisioning/dashboards").glob("*.y*ml"))
+        for p in yaml.safe_load(path.read_text())["providers"]
+    ]
     assert [p["options"]["path"] for p in providers] == ["/var/lib/grafana/dashboards"]
     home = services["grafana"]["environment"]["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"]
-    assert (ROOT / "grafana" / "dashboards" / Path(home).relative_to(
-        "/var/lib/grafana/dashboards")).is_file()
+    assert (
+        ROOT / "grafana" / "dashboards" / Path(home).relative_to("/var/lib/grafana/dashboards")
+    ).is_file()
 
 
 def test_database_credentials_agree(services: dict[str, Any]) -> None:
     pg_env = services["postgres"]["environment"]
     app_url = urlsplit(services["app"]["environment"]["DATABASE_URL"])
     assert (app_url.hostname, app_url.port, app_url.username, app_url.password, app_url.path) == (
-        "postgres", 5432, pg_env["POSTGRES_USER"], pg_env["POSTGRES_PASSWORD"],
-        "/" + pg_env["POSTGRES_DB"])
+        "postgres",
+        5432,
+        pg_env["POSTGRES_USER"],
+        pg_env["POSTGRES_PASSWORD"],
+        "/" + pg_env["POSTGRES_DB"],
+    )
     settings = sidecar_settings(services)
     assert settings.database_url is not None
     probe_url = urlsplit(settings.database_url.get_secret_value())
     assert (probe_url.hostname, probe_url.port, probe_url.path) == (
-        "postgres", 5432, "/" + pg_env["POSTGRES_DB"])
+        "postgres",
+        5432,
+        "/" + pg_env["POSTGRES_DB"],
+    )
     init = mounts(services["postgres"])["/docker-entrypoint-initdb.d/10-shop.sql"].read_text()
-    assert (f"CREATE ROLE {probe_url.username} LOGIN PASSWORD '{probe_url.password}'"
-            in init)
+    assert f"CREATE ROLE {probe_url.username} LOGIN PASSWORD '{probe_url.password}'" in init
     assert f"GRANT pg_monitor TO {probe_url.username};" in init
 
 
-def test_app_runs_several_gunicorn_workers_on_its_published_port(
-        services: dict[str, Any]) -> None:
+def test_app_runs_several_gunicorn_workers_on_its_published_port(services: dict[str, Any]) -> None:
     config = runpy.run_path(str(COMPOSE_DIR / "app" / "gunicorn.conf.py"))
     assert config["workers"] == 4
     host, port = split_hostport(config["bind"])

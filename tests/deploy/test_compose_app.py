@@ -63,8 +63,12 @@ def shop_db() -> Iterator[PgCluster]:
         with cluster.admin() as cur:  # what the postgres image does with POSTGRES_*
             cur.execute(f'CREATE ROLE "{env["POSTGRES_USER"]}" LOGIN SUPERUSER')
             cur.execute(f'CREATE DATABASE "{env["POSTGRES_DB"]}" OWNER "{env["POSTGRES_USER"]}"')
-        conn = psycopg2.connect(host="127.0.0.1", port=cluster.port, user=env["POSTGRES_USER"],
-                                dbname=env["POSTGRES_DB"])
+        conn = psycopg2.connect(
+            host="127.0.0.1",
+            port=cluster.port,
+            user=env["POSTGRES_USER"],
+            dbname=env["POSTGRES_DB"],
+        )
         conn.autocommit = True
         with conn.cursor() as cur:
             cur.execute((COMPOSE_DIR / "postgres" / "init.sql").read_text())
@@ -88,9 +92,14 @@ class Sidecar:
         # sooner was retired by its final push at exit.
         env["POOL_EXPORTER_EXPIRY_FACTOR"] = "100"
         env["PYTHONPATH"] = str(ROOT)
-        self.process = subprocess.Popen([sys.executable, "-m", "exporter", "serve"], env=env,
-                                        cwd=ROOT, stdout=subprocess.DEVNULL,
-                                        stderr=subprocess.PIPE, text=True)
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "sqlalchemy_pool_exporter", "serve"],
+            env=env,
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         assert self.process.stderr is not None
         found, _ = watch_listening(self.process.stderr)
         assert found, "sidecar did not start"
@@ -101,9 +110,12 @@ class Sidecar:
         """Every sample ``name`` on /metrics, by labels."""
         with urllib.request.urlopen(self.metrics_url + "/metrics", timeout=10) as response:
             text = response.read().decode()
-        return {frozenset(s.labels.items()): s.value
-                for family in text_string_to_metric_families(text)
-                for s in family.samples if s.name == name}
+        return {
+            frozenset(s.labels.items()): s.value
+            for family in text_string_to_metric_families(text)
+            for s in family.samples
+            if s.name == name
+        }
 
     def value(self, name: str, **labels: str) -> float | None:
         """One sample's value, or None."""
@@ -129,7 +141,8 @@ def _get(url: str) -> tuple[int, str]:
 
 
 def test_four_gunicorn_workers_push_to_the_sidecar_and_the_probe_reads_the_server(
-        shop_db: PgCluster, tmp_path: Path) -> None:
+    shop_db: PgCluster, tmp_path: Path
+) -> None:
     sidecar = Sidecar(shop_db.port)
     app_port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("POOL_EXPORTER_")}
@@ -140,10 +153,21 @@ def test_four_gunicorn_workers_push_to_the_sidecar_and_the_probe_reads_the_serve
     env["PYTHONPATH"] = str(ROOT)
     env["PYTHONDONTWRITEBYTECODE"] = "1"
     gunicorn = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "--config", "gunicorn.conf.py",
-         "--bind", f"127.0.0.1:{app_port}", "shop:application"],
-        cwd=COMPOSE_DIR / "app", env=env, stdout=subprocess.DEVNULL,
-        stderr=open(tmp_path / "gunicorn.log", "w"))  # noqa: SIM115 - closed with the process
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "--config",
+            "gunicorn.conf.py",
+            "--bind",
+            f"127.0.0.1:{app_port}",
+            "shop:application",
+        ],
+        cwd=COMPOSE_DIR / "app",
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=open(tmp_path / "gunicorn.log", "w"),  # noqa: SIM115 - closed with the process
+    )
     app = f"http://127.0.0.1:{app_port}"
     try:
         _wait(lambda: _get_quietly(app + "/healthz") == (200, "ok\n"))
@@ -162,8 +186,9 @@ def test_four_gunicorn_workers_push_to_the_sidecar_and_the_probe_reads_the_serve
         # 23 checkouts across the 4 workers, one connection still held by the leak. A push
         # taken mid-request counts a checkout before its checkin: wait for the next ones.
         _wait(lambda: sidecar.value("sqlalchemy_pool_checkouts_total", **labels) == 23)
-        _wait(lambda: sidecar.value("sqlalchemy_pool_connections", state="checked_out",
-                                    **labels) == 1)
+        _wait(
+            lambda: sidecar.value("sqlalchemy_pool_connections", state="checked_out", **labels) == 1
+        )
         assert sidecar.value("sqlalchemy_pool_max_connections", **labels) == 4 * (5 + 5)
         # The probe logs in with the role init.sql created and sees the whole server.
         _wait(lambda: sidecar.value("sqlalchemy_pool_db_up", database="shop") == 1)
@@ -171,9 +196,13 @@ def test_four_gunicorn_workers_push_to_the_sidecar_and_the_probe_reads_the_serve
 
         # The load generator drives the app on its own.
         loadgen_env = dict(env, LOADGEN_TARGET=app, LOADGEN_CONCURRENCY="2")
-        loadgen = subprocess.Popen([sys.executable, "loadgen.py"], cwd=COMPOSE_DIR / "app",
-                                   env=loadgen_env, stdout=subprocess.DEVNULL,
-                                   stderr=subprocess.DEVNULL)
+        loadgen = subprocess.Popen(
+            [sys.executable, "loadgen.py"],
+            cwd=COMPOSE_DIR / "app",
+            env=loadgen_env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         try:
             _wait(lambda: (sidecar.value("sqlalchemy_pool_checkouts_total", **labels) or 0) > 43)
         finally:
@@ -185,8 +214,9 @@ def test_four_gunicorn_workers_push_to_the_sidecar_and_the_probe_reads_the_serve
         before = sidecar.value("sqlalchemy_pool_checkouts_total", **labels) or 0
         gunicorn.terminate()
         assert gunicorn.wait(30) == 0
-        _wait(lambda: sidecar.value("sqlalchemy_pool_processes", **labels) in (None, 0.0),
-              timeout=10)
+        _wait(
+            lambda: sidecar.value("sqlalchemy_pool_processes", **labels) in (None, 0.0), timeout=10
+        )
         assert (sidecar.value("sqlalchemy_pool_checkouts_total", **labels) or 0) >= before
     finally:
         if gunicorn.poll() is None:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from exporter.settings import SidecarSettings
+from sqlalchemy_pool_exporter.sidecar.settings import SidecarSettings
 from tests.deploy.tools import COMPOSE_DIR, DOCKERFILE, ROOT, read_dockerfile, split_hostport, tool
 
 DOCKERFILES = [DOCKERFILE, COMPOSE_DIR / "app" / "Dockerfile"]
@@ -21,8 +21,9 @@ DOCKERFILES = [DOCKERFILE, COMPOSE_DIR / "app" / "Dockerfile"]
 
 @pytest.mark.parametrize("path", DOCKERFILES, ids=lambda p: str(p.relative_to(ROOT)))
 def test_hadolint_clean(path: Path) -> None:
-    result = subprocess.run([tool("hadolint"), "--no-color", str(path)],
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [tool("hadolint"), "--no-color", str(path)], capture_output=True, text=True, timeout=60
+    )
     assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
 
 
@@ -30,8 +31,9 @@ def test_hadolint_reports_a_bad_dockerfile(tmp_path: Path) -> None:
     # The linter must be able to fail: an unpinned base and a root user are findings.
     bad = tmp_path / "Dockerfile"
     bad.write_text("FROM python:latest\nUSER root\nRUN pip install requests\n")
-    result = subprocess.run([tool("hadolint"), "--no-color", str(bad)],
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [tool("hadolint"), "--no-color", str(bad)], capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 1
     assert {"DL3007", "DL3002", "DL3013"} <= set(re.findall(r"DL\d{4}", result.stdout))
 
@@ -66,8 +68,11 @@ def test_entrypoint_is_serve_configured_only_by_environment() -> None:
     # No CMD flags and no listener settings baked in: POOL_EXPORTER_* decides, and the
     # defaults (push on loopback) are the right ones for a Kubernetes pod.
     assert final.all("CMD") == []
-    assert final.env() == {"PATH": "/opt/venv/bin:$PATH", "PYTHONDONTWRITEBYTECODE": "1",
-                           "PYTHONUNBUFFERED": "1"}
+    assert final.env() == {
+        "PATH": "/opt/venv/bin:$PATH",
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "PYTHONUNBUFFERED": "1",
+    }
 
 
 def test_healthcheck_asks_healthz_with_the_standard_library() -> None:
@@ -94,4 +99,5 @@ def test_build_context_carries_every_copied_path() -> None:
                     path = source.rstrip("/")
                     assert (ROOT / path).exists(), f"{dockerfile.name}: COPY {source} missing"
                     assert any(path == a or path.startswith(a + "/") for a in allowed), (
-                        f"{dockerfile.name}: COPY {source} is excluded by .dockerignore")
+                        f"{dockerfile.name}: COPY {source} is excluded by .dockerignore"
+                    )

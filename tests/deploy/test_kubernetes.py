@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 import yaml
 
-from exporter.settings import SidecarSettings
+from sqlalchemy_pool_exporter.sidecar.settings import SidecarSettings
 from tests.conftest import IN_CI, require_binary
 from tests.deploy.tools import KUBERNETES, ROOT, split_hostport, tool
 
@@ -35,29 +35,83 @@ CRD_CHECK = Path(__file__).parent / "crd"
 SCRAPE_LABEL = {"sqlalchemy-pool-exporter/scrape": "true"}
 Objects = dict[tuple[str, str], dict[str, Any]]
 
-_RELABEL = {"action": None, "sourceLabels": None, "separator": None, "targetLabel": None,
-            "regex": None, "replacement": None, "modulus": None}
-_ENDPOINT = {"port": None, "path": None, "scheme": None, "interval": None,
-             "scrapeTimeout": None, "honorLabels": None, "relabelings": [_RELABEL],
-             "metricRelabelings": [_RELABEL]}
+_RELABEL = {
+    "action": None,
+    "sourceLabels": None,
+    "separator": None,
+    "targetLabel": None,
+    "regex": None,
+    "replacement": None,
+    "modulus": None,
+}
+_ENDPOINT = {
+    "port": None,
+    "path": None,
+    "scheme": None,
+    "interval": None,
+    "scrapeTimeout": None,
+    "honorLabels": None,
+    "relabelings": [_RELABEL],
+    "metricRelabelings": [_RELABEL],
+}
 _SELECTOR = {"matchLabels": None, "matchExpressions": None}
 _METADATA = {"name": None, "namespace": None, "labels": None, "annotations": None}
 OPERATOR_FIELDS: dict[str, dict[str, Any]] = {
     # Field names of monitoring.coreos.com/v1 (prometheus-operator API reference);
     # None = leaf or free-form map, [x] = list of x, {…} = object with these fields only.
-    "PodMonitor": {"apiVersion": None, "kind": None, "metadata": _METADATA, "spec": {
-        "selector": _SELECTOR, "namespaceSelector": {"any": None, "matchNames": None},
-        "jobLabel": None, "podTargetLabels": None, "podMetricsEndpoints": [_ENDPOINT]}},
-    "ServiceMonitor": {"apiVersion": None, "kind": None, "metadata": _METADATA, "spec": {
-        "selector": _SELECTOR, "namespaceSelector": {"any": None, "matchNames": None},
-        "jobLabel": None, "targetLabels": None, "podTargetLabels": None,
-        "endpoints": [_ENDPOINT]}},
-    "PrometheusRule": {"apiVersion": None, "kind": None, "metadata": _METADATA, "spec": {
-        "groups": [{"name": None, "interval": None, "limit": None, "labels": None,
-                    "query_offset": None, "partial_response_strategy": None,
-                    "rules": [{"record": None, "alert": None, "expr": None, "for": None,
-                               "keep_firing_for": None, "labels": None,
-                               "annotations": None}]}]}},
+    "PodMonitor": {
+        "apiVersion": None,
+        "kind": None,
+        "metadata": _METADATA,
+        "spec": {
+            "selector": _SELECTOR,
+            "namespaceSelector": {"any": None, "matchNames": None},
+            "jobLabel": None,
+            "podTargetLabels": None,
+            "podMetricsEndpoints": [_ENDPOINT],
+        },
+    },
+    "ServiceMonitor": {
+        "apiVersion": None,
+        "kind": None,
+        "metadata": _METADATA,
+        "spec": {
+            "selector": _SELECTOR,
+            "namespaceSelector": {"any": None, "matchNames": None},
+            "jobLabel": None,
+            "targetLabels": None,
+            "podTargetLabels": None,
+            "endpoints": [_ENDPOINT],
+        },
+    },
+    "PrometheusRule": {
+        "apiVersion": None,
+        "kind": None,
+        "metadata": _METADATA,
+        "spec": {
+            "groups": [
+                {
+                    "name": None,
+                    "interval": None,
+                    "limit": None,
+                    "labels": None,
+                    "query_offset": None,
+                    "partial_response_strategy": None,
+                    "rules": [
+                        {
+                            "record": None,
+                            "alert": None,
+                            "expr": None,
+                            "for": None,
+                            "keep_firing_for": None,
+                            "labels": None,
+                            "annotations": None,
+                        }
+                    ],
+                }
+            ]
+        },
+    },
 }
 
 
@@ -66,8 +120,11 @@ def unknown_fields(value: Any, allowed: Any, path: str = "") -> list[str]:
     if allowed is None:
         return []
     if isinstance(allowed, list):
-        return [p for i, item in enumerate(value) for p in unknown_fields(item, allowed[0],
-                                                                           f"{path}[{i}]")]
+        return [
+            p
+            for i, item in enumerate(value)
+            for p in unknown_fields(item, allowed[0], f"{path}[{i}]")
+        ]
     found = [f"{path}.{key}" for key in value if key not in allowed]
     for key, sub in value.items():
         if key in allowed:
@@ -77,8 +134,9 @@ def unknown_fields(value: Any, allowed: Any, path: str = "") -> list[str]:
 
 def render(directory: Path) -> Objects:
     """``kubectl kustomize directory``, keyed by (kind, name)."""
-    result = subprocess.run([tool("kubectl"), "kustomize", str(directory)],
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [tool("kubectl"), "kustomize", str(directory)], capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0, result.stderr
     objects: Objects = {}
     for doc in yaml.safe_load_all(result.stdout):
@@ -114,8 +172,11 @@ def servicemonitor_variant(tmp_path_factory: pytest.TempPathFactory) -> Objects:
 
 def sidecar_of(deployment: dict[str, Any]) -> dict[str, Any]:
     """The pool-exporter container of a Deployment (a native sidecar)."""
-    (sidecar,) = [c for c in deployment["spec"]["template"]["spec"].get("initContainers", [])
-                  if c["name"] == "pool-exporter"]
+    (sidecar,) = [
+        c
+        for c in deployment["spec"]["template"]["spec"].get("initContainers", [])
+        if c["name"] == "pool-exporter"
+    ]
     return sidecar
 
 
@@ -127,8 +188,13 @@ def env_of(container: dict[str, Any]) -> dict[str, str]:
 def effective(sidecar: dict[str, Any]) -> SidecarSettings:
     """The sidecar's settings as the container's environment makes them."""
     env = env_of(sidecar)
-    return SidecarSettings(**{k.removeprefix("POOL_EXPORTER_").lower(): v
-                              for k, v in env.items() if k.startswith("POOL_EXPORTER_")})
+    return SidecarSettings(
+        **{
+            k.removeprefix("POOL_EXPORTER_").lower(): v
+            for k, v in env.items()
+            if k.startswith("POOL_EXPORTER_")
+        }
+    )
 
 
 def exporter_job() -> str:
@@ -140,31 +206,52 @@ def exporter_job() -> str:
 
 
 def test_base_renders_app_sidecar_service_podmonitor_and_rules(base: Objects) -> None:
-    assert sorted(base) == [("Deployment", "shop"), ("PodMonitor", "sqlalchemy-pool-exporter"),
-                            ("PrometheusRule", "sqlalchemy-pool-exporter"), ("Service", "shop")]
+    assert sorted(base) == [
+        ("Deployment", "shop"),
+        ("PodMonitor", "sqlalchemy-pool-exporter"),
+        ("PrometheusRule", "sqlalchemy-pool-exporter"),
+        ("Service", "shop"),
+    ]
 
 
 @pytest.mark.parametrize("version", ["1.29", "latest"])
-def test_core_objects_validate_strictly(base: Objects, add_sidecar: Objects,
-                                        servicemonitor_variant: Objects, version: str,
-                                        tmp_path: Path) -> None:
-    core = copy.deepcopy([o for objects in (base, add_sidecar, servicemonitor_variant)
-                          for o in objects.values()
-                          if "monitoring.coreos.com" not in o["apiVersion"]])
+def test_core_objects_validate_strictly(
+    base: Objects,
+    add_sidecar: Objects,
+    servicemonitor_variant: Objects,
+    version: str,
+    tmp_path: Path,
+) -> None:
+    core = copy.deepcopy(
+        [
+            o
+            for objects in (base, add_sidecar, servicemonitor_variant)
+            for o in objects.values()
+            if "monitoring.coreos.com" not in o["apiVersion"]
+        ]
+    )
     assert len(core) == 5  # Deployment + Service, twice, and the billing Deployment
     rendered = tmp_path / "core.yaml"
     rendered.write_text(yaml.safe_dump_all(core))
     flags = ["--strict"] + ([] if version == "latest" else ["-k", version])
-    result = subprocess.run([tool("kubernetes-validate"), *flags, str(rendered)],
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [tool("kubernetes-validate"), *flags, str(rendered)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.count(" passed for resource ") == 5, result.stdout
     # And --strict does reject what the API server would: an unknown field.
     deployment = next(o for o in core if o["kind"] == "Deployment")
     sidecar_of(deployment)["imagePullPolicyy"] = "Always"
     rendered.write_text(yaml.safe_dump_all(core))
-    result = subprocess.run([tool("kubernetes-validate"), *flags, str(rendered)],
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [tool("kubernetes-validate"), *flags, str(rendered)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 1
     assert "'imagePullPolicyy' was unexpected" in result.stdout
 
@@ -176,16 +263,29 @@ def _crd_check(objects: list[dict[str, Any]]) -> subprocess.CompletedProcess[str
         if IN_CI:
             pytest.fail(message)
         pytest.skip(message)
-    return subprocess.run([node, str(CRD_CHECK / "validate.mjs")], input=json.dumps(objects),
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [node, str(CRD_CHECK / "validate.mjs")],
+        input=json.dumps(objects),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
-def test_operator_objects_match_the_crd_schemas(base: Objects,
-                                                servicemonitor_variant: Objects) -> None:
-    objects = [o for o in [*base.values(), *servicemonitor_variant.values()]
-               if "monitoring.coreos.com" in o["apiVersion"]]
-    assert sorted(o["kind"] for o in objects) == ["PodMonitor", "PrometheusRule",
-                                                  "PrometheusRule", "ServiceMonitor"]
+def test_operator_objects_match_the_crd_schemas(
+    base: Objects, servicemonitor_variant: Objects
+) -> None:
+    objects = [
+        o
+        for o in [*base.values(), *servicemonitor_variant.values()]
+        if "monitoring.coreos.com" in o["apiVersion"]
+    ]
+    assert sorted(o["kind"] for o in objects) == [
+        "PodMonitor",
+        "PrometheusRule",
+        "PrometheusRule",
+        "ServiceMonitor",
+    ]
     result = _crd_check(objects)
     assert result.returncode == 0, result.stdout + result.stderr
     assert [json.loads(line)["errors"] for line in result.stdout.splitlines()] == [[]] * 4
@@ -196,30 +296,43 @@ def test_operator_objects_match_the_crd_schemas(base: Objects,
     assert result.returncode == 1
     (line,) = result.stdout.splitlines()
     assert json.loads(line)["errors"][0].startswith(
-        "data/spec/podMetricsEndpoints/0/interval must match pattern")
+        "data/spec/podMetricsEndpoints/0/interval must match pattern"
+    )
 
 
-def test_operator_objects_use_only_known_fields(base: Objects,
-                                                servicemonitor_variant: Objects) -> None:
+def test_operator_objects_use_only_known_fields(
+    base: Objects, servicemonitor_variant: Objects
+) -> None:
     for obj in [*base.values(), *servicemonitor_variant.values()]:
         if obj["kind"] in OPERATOR_FIELDS:
             assert unknown_fields(obj, OPERATOR_FIELDS[obj["kind"]]) == [], obj["kind"]
-    typo = {"apiVersion": "monitoring.coreos.com/v1", "kind": "PodMonitor",
-            "metadata": {"name": "x"},
-            "spec": {"podMetricsEndpoints": [{"port": "m", "relabellings": []}]}}
+    typo = {
+        "apiVersion": "monitoring.coreos.com/v1",
+        "kind": "PodMonitor",
+        "metadata": {"name": "x"},
+        "spec": {"podMetricsEndpoints": [{"port": "m", "relabellings": []}]},
+    }
     assert unknown_fields(typo, OPERATOR_FIELDS["PodMonitor"]) == [
-        ".spec.podMetricsEndpoints[0].relabellings"]
+        ".spec.podMetricsEndpoints[0].relabellings"
+    ]
 
 
 def test_prometheusrule_carries_the_bundled_rules(base: Objects, tmp_path: Path) -> None:
     groups = base[("PrometheusRule", "sqlalchemy-pool-exporter")]["spec"]["groups"]
-    bundled = [g for name in ("alerts.yaml", "recording.yaml")
-               for g in yaml.safe_load((ROOT / "prometheus" / name).read_text())["groups"]]
+    bundled = [
+        g
+        for name in ("alerts.yaml", "recording.yaml")
+        for g in yaml.safe_load((ROOT / "prometheus" / name).read_text())["groups"]
+    ]
     assert sorted(groups, key=lambda g: g["name"]) == sorted(bundled, key=lambda g: g["name"])
     rules = tmp_path / "rules.yaml"
     rules.write_text(yaml.safe_dump({"groups": groups}))
-    result = subprocess.run([require_binary("promtool"), "check", "rules", str(rules)],
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [require_binary("promtool"), "check", "rules", str(rules)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -234,8 +347,7 @@ def test_app_pushes_to_the_sidecar_on_loopback(base: Objects) -> None:
     assert env_of(app)["POOL_EXPORTER_PUSH_URL"] == f"http://127.0.0.1:{push_port}/v1/push"
     assert env_of(app)["POOL_EXPORTER_APP"] == "shop"
     # The push port is not declared: nothing outside the pod can reach it.
-    assert sidecar["ports"] == [{"name": "pool-metrics", "containerPort": 9187,
-                                 "protocol": "TCP"}]
+    assert sidecar["ports"] == [{"name": "pool-metrics", "containerPort": 9187, "protocol": "TCP"}]
     assert split_hostport(settings.listen) == ("0.0.0.0", 9187)
 
 
@@ -257,8 +369,12 @@ def _containers(deployment: dict[str, Any]) -> list[dict[str, Any]]:
 def test_restricted_security_context(base: Objects) -> None:
     deployment = base[("Deployment", "shop")]
     pod = deployment["spec"]["template"]["spec"]["securityContext"]
-    assert pod == {"runAsNonRoot": True, "runAsUser": 10001, "runAsGroup": 10001,
-                   "seccompProfile": {"type": "RuntimeDefault"}}
+    assert pod == {
+        "runAsNonRoot": True,
+        "runAsUser": 10001,
+        "runAsGroup": 10001,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
     assert deployment["spec"]["template"]["spec"]["automountServiceAccountToken"] is False
     for container in _containers(deployment):
         context = container["securityContext"]
@@ -270,9 +386,14 @@ def test_restricted_security_context(base: Objects) -> None:
     # The sidecar is restricted on its own too (the add-sidecar patch relies on it), and
     # its user is the image's.
     assert sidecar_of(deployment)["securityContext"] == {
-        "allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
-        "runAsNonRoot": True, "runAsUser": 10001, "runAsGroup": 10001,
-        "capabilities": {"drop": ["ALL"]}, "seccompProfile": {"type": "RuntimeDefault"}}
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "runAsNonRoot": True,
+        "runAsUser": 10001,
+        "runAsGroup": 10001,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
 
 
 def _matches(selector: dict[str, str], labels: dict[str, str]) -> bool:
@@ -289,8 +410,9 @@ def test_podmonitor_scrapes_the_sidecar_port_under_the_rules_job(base: Objects) 
     port_names = {p["name"] for c in _containers(deployment) for p in c.get("ports", [])}
     assert endpoint["port"] in port_names and endpoint["port"] == "pool-metrics"
     assert endpoint["path"] == "/metrics"
-    assert endpoint["relabelings"] == [{"action": "replace", "targetLabel": "job",
-                                        "replacement": exporter_job()}]
+    assert endpoint["relabelings"] == [
+        {"action": "replace", "targetLabel": "job", "replacement": exporter_job()}
+    ]
 
 
 def test_service_and_servicemonitor_reach_the_sidecar(servicemonitor_variant: Objects) -> None:
@@ -305,12 +427,14 @@ def test_service_and_servicemonitor_reach_the_sidecar(servicemonitor_variant: Ob
     (endpoint,) = monitor["endpoints"]
     listen_port = split_hostport(effective(sidecar_of(deployment)).listen)[1]
     assert ports[endpoint["port"]]["targetPort"] == listen_port
-    assert endpoint["relabelings"] == [{"action": "replace", "targetLabel": "job",
-                                        "replacement": exporter_job()}]
+    assert endpoint["relabelings"] == [
+        {"action": "replace", "targetLabel": "job", "replacement": exporter_job()}
+    ]
 
 
 def test_add_sidecar_patch_adds_the_same_sidecar_and_keeps_the_app(
-        base: Objects, add_sidecar: Objects) -> None:
+    base: Objects, add_sidecar: Objects
+) -> None:
     assert sorted(add_sidecar) == [("Deployment", "billing")]
     billing = add_sidecar[("Deployment", "billing")]
     original = yaml.safe_load((KUBERNETES / "add-sidecar" / "existing-deployment.yaml").read_text())
@@ -321,15 +445,20 @@ def test_add_sidecar_patch_adds_the_same_sidecar_and_keeps_the_app(
     # Same sidecar as the base's, apart from spelling out the default listeners.
     patched, reference = sidecar_of(billing), sidecar_of(base[("Deployment", "shop")])
     assert {k: v for k, v in patched.items() if k != "env"} == {
-        k: v for k, v in reference.items() if k != "env"}
+        k: v for k, v in reference.items() if k != "env"
+    }
     assert effective(patched) == effective(reference)
     # The app container keeps what it had and gains the push URL and its app name.
     (app,) = template["spec"]["containers"]
     (before,) = original["spec"]["template"]["spec"]["containers"]
     assert {k: v for k, v in app.items() if k != "env"} == {
-        k: v for k, v in before.items() if k != "env"}
-    assert [e["name"] for e in app["env"]] == ["POOL_EXPORTER_PUSH_URL", "POOL_EXPORTER_APP",
-                                               "DATABASE_URL"]
+        k: v for k, v in before.items() if k != "env"
+    }
+    assert [e["name"] for e in app["env"]] == [
+        "POOL_EXPORTER_PUSH_URL",
+        "POOL_EXPORTER_APP",
+        "DATABASE_URL",
+    ]
     assert env_of(app)["POOL_EXPORTER_PUSH_URL"] == "http://127.0.0.1:9188/v1/push"
     # The pod's own security settings are untouched; the volume the sidecar mounts exists.
     assert "securityContext" not in template["spec"]

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from exporter.assets import iter_assets
+from sqlalchemy_pool_exporter.cli.assets import iter_assets
 from tests.conftest import require_binary
 from tests.deploy.tools import ROOT, ImageVenv, read_dockerfile
 from tests.sidecar_log import watch_listening
@@ -30,22 +30,35 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 def test_wheel_carries_exactly_the_repository_assets(image_venv: ImageVenv) -> None:
     expected = list(iter_assets(ROOT))
     assert {str(p) for p in expected} >= {
-        "grafana/dashboards/sqlalchemy-pools.json", "prometheus/alerts.yaml",
-        "prometheus/recording.yaml"}
+        "grafana/dashboards/sqlalchemy-pools.json",
+        "prometheus/alerts.yaml",
+        "prometheus/recording.yaml",
+    }
     with zipfile.ZipFile(image_venv.wheel) as wheel:
-        packaged = {name.removeprefix("exporter/_assets/"): wheel.read(name)
-                    for name in wheel.namelist() if name.startswith("exporter/_assets/")}
+        packaged = {
+            name.removeprefix("exporter/_assets/"): wheel.read(name)
+            for name in wheel.namelist()
+            if name.startswith("exporter/_assets/")
+        }
     assert sorted(packaged) == sorted(str(p) for p in expected)
     for relative in expected:
         assert packaged[str(relative)] == (ROOT / relative).read_bytes(), relative
 
 
-def test_installed_package_reads_its_packaged_assets(image_venv: ImageVenv,
-                                                     tmp_path: Path) -> None:
+def test_installed_package_reads_its_packaged_assets(image_venv: ImageVenv, tmp_path: Path) -> None:
     result = subprocess.run(
-        [str(image_venv.bin / "python"), "-c",
-         "import exporter, exporter.assets as a; print(exporter.__file__); print(a.asset_root())"],
-        cwd=tmp_path, env=image_venv.env(), capture_output=True, text=True, timeout=60)
+        [
+            str(image_venv.bin / "python"),
+            "-c",
+            "import sqlalchemy_pool_exporter as e, sqlalchemy_pool_exporter.cli.assets as a;"
+            " print(e.__file__); print(a.asset_root())",
+        ],
+        cwd=tmp_path,
+        env=image_venv.env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 0, result.stderr
     module, root = result.stdout.split()
     site = image_venv.venv / "lib"
@@ -53,12 +66,18 @@ def test_installed_package_reads_its_packaged_assets(image_venv: ImageVenv,
     assert Path(root).is_relative_to(site) and Path(root).parts[-2:] == ("exporter", "_assets")
 
 
-def test_assets_command_writes_files_identical_to_the_repository(image_venv: ImageVenv,
-                                                                  tmp_path: Path) -> None:
+def test_assets_command_writes_files_identical_to_the_repository(
+    image_venv: ImageVenv, tmp_path: Path
+) -> None:
     out = tmp_path / "out"
     result = subprocess.run(
         [str(image_venv.bin / "sqlalchemy-pool-exporter"), "assets", "--output", str(out)],
-        cwd=tmp_path, env=image_venv.env(), capture_output=True, text=True, timeout=60)
+        cwd=tmp_path,
+        env=image_venv.env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 0, result.stderr
     expected = list(iter_assets(ROOT))
     assert result.stdout.splitlines() == [str(out / p) for p in expected]
@@ -69,21 +88,33 @@ def test_assets_command_writes_files_identical_to_the_repository(image_venv: Ima
     # Written out, the rules still work on their own: their promtool tests pass there.
     rule_tests = sorted(str(p) for p in (out / "prometheus" / "tests").glob("*.yaml"))
     assert rule_tests
-    result = subprocess.run([require_binary("promtool"), "test", "rules", *rule_tests],
-                            cwd=out / "prometheus" / "tests", capture_output=True, text=True,
-                            timeout=120)
+    result = subprocess.run(
+        [require_binary("promtool"), "test", "rules", *rule_tests],
+        cwd=out / "prometheus" / "tests",
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def _start_entrypoint(image_venv: ImageVenv, cwd: Path) -> tuple[subprocess.Popen[str],
-                                                                  dict[str, Any], list[str]]:
+def _start_entrypoint(
+    image_venv: ImageVenv, cwd: Path
+) -> tuple[subprocess.Popen[str], dict[str, Any], list[str]]:
     entrypoint = read_dockerfile()[-1].exec_form("ENTRYPOINT")
-    env = image_venv.env(POOL_EXPORTER_LISTEN="127.0.0.1:0",
-                         POOL_EXPORTER_PUSH_LISTEN="127.0.0.1:0",
-                         POOL_EXPORTER_LOG_FORMAT="json")
-    process = subprocess.Popen([str(image_venv.bin / entrypoint[0]), *entrypoint[1:]],
-                               cwd=cwd, env=env, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.PIPE, text=True)
+    env = image_venv.env(
+        POOL_EXPORTER_LISTEN="127.0.0.1:0",
+        POOL_EXPORTER_PUSH_LISTEN="127.0.0.1:0",
+        POOL_EXPORTER_LOG_FORMAT="json",
+    )
+    process = subprocess.Popen(
+        [str(image_venv.bin / entrypoint[0]), *entrypoint[1:]],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     assert process.stderr is not None
     found, lines = watch_listening(process.stderr)
     return process, found, lines
@@ -92,14 +123,20 @@ def _start_entrypoint(image_venv: ImageVenv, cwd: Path) -> tuple[subprocess.Pope
 def _healthcheck(image_venv: ImageVenv, cwd: Path, port: int) -> int:
     command = read_dockerfile()[-1].exec_form("HEALTHCHECK")
     assert command[0] == "python"
-    result = subprocess.run([str(image_venv.bin / "python"), *command[1:]], cwd=cwd,
-                            env=image_venv.env(POOL_EXPORTER_LISTEN=f"0.0.0.0:{port}"),
-                            capture_output=True, text=True, timeout=30)
+    result = subprocess.run(
+        [str(image_venv.bin / "python"), *command[1:]],
+        cwd=cwd,
+        env=image_venv.env(POOL_EXPORTER_LISTEN=f"0.0.0.0:{port}"),
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     return result.returncode
 
 
-def test_entrypoint_serves_healthz_and_the_healthcheck_sees_it(image_venv: ImageVenv,
-                                                               tmp_path: Path) -> None:
+def test_entrypoint_serves_healthz_and_the_healthcheck_sees_it(
+    image_venv: ImageVenv, tmp_path: Path
+) -> None:
     process, found, lines = _start_entrypoint(image_venv, tmp_path)
     try:
         assert found, "no 'listening' line: " + "".join(lines[-5:])

@@ -60,7 +60,7 @@ class Stage:
         """The JSON (exec) form of the last ``keyword`` instruction, e.g. ENTRYPOINT."""
         args = self.all(keyword)[-1]
         if keyword == "HEALTHCHECK":
-            args = args[args.index("CMD") + len("CMD"):]
+            args = args[args.index("CMD") + len("CMD") :]
         value = json.loads(args)
         assert isinstance(value, list) and all(isinstance(v, str) for v in value)
         return value
@@ -115,8 +115,11 @@ class ImageVenv:
     def env(self, **overrides: str) -> dict[str, str]:
         """The image's environment: its ENV, PATH through the venv, no POOL_EXPORTER_*."""
         final = read_dockerfile()[-1]
-        env = {k: v for k, v in os.environ.items()
-               if not k.startswith(("POOL_EXPORTER_", "PYTHON", "VIRTUAL_ENV"))}
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith(("POOL_EXPORTER_", "PYTHON", "VIRTUAL_ENV"))
+        }
         env.update(final.env())
         env["PATH"] = f"{self.bin}{os.pathsep}{os.environ.get('PATH', '')}"
         env.update(overrides)

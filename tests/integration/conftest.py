@@ -2,8 +2,9 @@
 
 Use from any integration test (also end-to-end tests with a real Prometheus):
 
-* ``sidecar`` — a fresh in-process :class:`exporter.sidecar.Sidecar` on 127.0.0.1 port 0
-  (both listeners), stopped after the test. Cheapest; state is inspectable directly.
+* ``sidecar`` — a fresh in-process :class:`~sqlalchemy_pool_exporter.sidecar.server.Sidecar`
+  on 127.0.0.1 port 0 (both listeners), stopped after the test. Cheapest; state is
+  inspectable directly.
 * ``sidecar_factory(**settings)`` — more in-process sidecars with setting overrides
   (e.g. ``token="s3cret"``, ``per_process=True``, ``expiry_factor=2``).
 * ``sidecar_process`` — ONE real ``python -m exporter serve`` subprocess for the whole
@@ -36,8 +37,8 @@ from urllib.parse import urlsplit
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from exporter.settings import SidecarSettings
-from exporter.sidecar import Sidecar
+from sqlalchemy_pool_exporter.sidecar.server import Sidecar
+from sqlalchemy_pool_exporter.sidecar.settings import SidecarSettings
 from tests.sidecar_log import watch_listening
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -92,8 +93,9 @@ class RunningSidecar:
         """The sample ``name`` with exactly ``labels``, or None if absent."""
         return self.series(name).get(frozenset(labels.items()))
 
-    def wait_until(self, predicate: Callable[[], Any], timeout: float = 15.0,
-                   interval: float = 0.1) -> Any:
+    def wait_until(
+        self, predicate: Callable[[], Any], timeout: float = 15.0, interval: float = 0.1
+    ) -> Any:
         """Poll ``predicate`` until truthy (returned) or fail after ``timeout`` s."""
         deadline = time.monotonic() + timeout
         while True:
@@ -124,16 +126,29 @@ def start_sidecar(**settings: Any) -> RunningSidecar:
     return RunningSidecar(sidecar.metrics_url, sidecar.push_url, sidecar=sidecar)
 
 
-def start_sidecar_process(*flags: str, env: dict[str, str] | None = None,
-                          timeout: float = 20.0) -> RunningSidecar:
+def start_sidecar_process(
+    *flags: str, env: dict[str, str] | None = None, timeout: float = 20.0
+) -> RunningSidecar:
     """A ``python -m exporter serve`` subprocess on port 0; waits for its ``listening`` line."""
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("POOL_EXPORTER_")}
     full_env.update(env or {})
     full_env["PYTHONPATH"] = str(ROOT) + os.pathsep + full_env.get("PYTHONPATH", "")
-    args = [sys.executable, "-m", "exporter", "serve", "--listen", "127.0.0.1:0",
-            "--push-listen", "127.0.0.1:0", "--log-format", "json", *flags]
-    process = subprocess.Popen(args, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                               text=True, env=full_env, cwd=ROOT)
+    args = [
+        sys.executable,
+        "-m",
+        "sqlalchemy_pool_exporter",
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--push-listen",
+        "127.0.0.1:0",
+        "--log-format",
+        "json",
+        *flags,
+    ]
+    process = subprocess.Popen(
+        args, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=full_env, cwd=ROOT
+    )
     assert process.stderr is not None
     found, lines = watch_listening(process.stderr, timeout)
     if not found:

@@ -37,7 +37,7 @@ from typing import Any
 
 from sqlalchemy import Engine, create_engine, exc, text
 
-import exporter
+import sqlalchemy_pool_exporter
 
 BURST_SECONDS = 2.0
 LEAK_HOLD_SECONDS = 2.5
@@ -122,21 +122,25 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(0)
 
     signal.signal(signal.SIGTERM, terminate)
-    orders = create_engine(args.url, pool_size=2, max_overflow=1, pool_timeout=0.25,
-                           connect_args={"application_name": "dashboard-workload"})
+    orders = create_engine(
+        args.url,
+        pool_size=2,
+        max_overflow=1,
+        pool_timeout=0.25,
+        connect_args={"application_name": "dashboard-workload"},
+    )
     reports = create_engine(args.bad_url, pool_size=1, max_overflow=0, pool_timeout=0.25)
-    exporter.instrument(orders, name="orders")
-    exporter.instrument(reports, name="reports")
+    sqlalchemy_pool_exporter.instrument(orders, name="orders")
+    sqlalchemy_pool_exporter.instrument(reports, name="reports")
     if args.port_file is not None:
-        server, _ = exporter.start_http_server(0, addr="127.0.0.1")
+        server, _ = sqlalchemy_pool_exporter.start_http_server(0, addr="127.0.0.1")
         partial = args.port_file.with_suffix(".partial")  # rename: never read half-written
         partial.write_text(str(server.server_address[1]))
         partial.rename(args.port_file)
 
     stop = threading.Event()
     jobs: list[tuple[Any, ...]] = [(request, orders, i, stop) for i in range(4)]
-    jobs += [(leaker, orders, stop), (invalidator, orders, stop),
-             (failing_connects, reports, stop)]
+    jobs += [(leaker, orders, stop), (invalidator, orders, stop), (failing_connects, reports, stop)]
     for func, *func_args in jobs:
         threading.Thread(target=func, args=func_args, daemon=True).start()
     print("workload running", flush=True)

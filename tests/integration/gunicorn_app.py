@@ -20,11 +20,12 @@ from typing import Any
 
 from sqlalchemy import create_engine, text
 
-import exporter
+import sqlalchemy_pool_exporter
 
-engine = create_engine(f"sqlite:///{os.environ['GUNICORN_APP_DB']}", pool_size=20,
-                       max_overflow=5, pool_timeout=5)
-exporter.instrument(engine, name="main", registry=None)
+engine = create_engine(
+    f"sqlite:///{os.environ['GUNICORN_APP_DB']}", pool_size=20, max_overflow=5, pool_timeout=5
+)
+sqlalchemy_pool_exporter.instrument(engine, name="main", registry=None)
 _leaked: list[Any] = []
 
 
@@ -44,6 +45,5 @@ def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable
     else:
         start_response("404 Not Found", [("Content-Type", "text/plain")])
         return [b"not found"]
-    start_response("200 OK", [("Content-Type", "text/plain"),
-                              ("Content-Length", str(len(body)))])
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
     return [body]

@@ -85,8 +85,11 @@ class PgCluster:
         self.as_root = os.geteuid() == 0
         # /tmp rather than $TMPDIR: the postgres user must reach it (a TMPDIR under
         # /root would not do) and the socket path must stay under 107 bytes.
-        self.base = Path(tempfile.mkdtemp(prefix="pool-exporter-pg-",
-                                          dir="/tmp" if os.path.isdir("/tmp") else None))
+        self.base = Path(
+            tempfile.mkdtemp(
+                prefix="pool-exporter-pg-", dir="/tmp" if os.path.isdir("/tmp") else None
+            )
+        )
         self.data = self.base / "data"
         self.logfile = self.base / "server.log"
         self.port = free_port()
@@ -109,8 +112,18 @@ class PgCluster:
         """initdb with test settings, roles' authentication and a private socket dir."""
         if self.as_root:
             shutil.chown(self.base, PG_USER, PG_USER)
-        self._run("initdb", "-D", str(self.data), "-U", PG_USER, "--auth=trust",
-                  "--no-sync", "-E", "UTF8", "--locale=C")
+        self._run(
+            "initdb",
+            "-D",
+            str(self.data),
+            "-U",
+            PG_USER,
+            "--auth=trust",
+            "--no-sync",
+            "-E",
+            "UTF8",
+            "--locale=C",
+        )
         settings = {
             "listen_addresses": "'127.0.0.1'",
             "port": str(self.port),
@@ -127,17 +140,16 @@ class PgCluster:
         with open(self.data / "postgresql.conf", "a") as conf:
             conf.writelines(f"{k} = {v}\n" for k, v in settings.items())
         hba = (self.data / "pg_hba.conf").read_text()
-        (self.data / "pg_hba.conf").write_text(
-            "host all pwuser 127.0.0.1/32 scram-sha-256\n" + hba
-        )
+        (self.data / "pg_hba.conf").write_text("host all pwuser 127.0.0.1/32 scram-sha-256\n" + hba)
         if self.as_root:
             for path in (self.data / "postgresql.conf", self.data / "pg_hba.conf"):
                 shutil.chown(path, PG_USER, PG_USER)
 
     def start(self) -> None:
         """Start the server and wait until it accepts connections."""
-        self._run("pg_ctl", "start", "-w", "-t", "60", "-D", str(self.data),
-                  "-l", str(self.logfile))
+        self._run(
+            "pg_ctl", "start", "-w", "-t", "60", "-D", str(self.data), "-l", str(self.logfile)
+        )
         self.running = True
 
     def stop(self, mode: str = "fast") -> None:
@@ -172,20 +184,32 @@ class PgCluster:
 
     # -- connecting ----------------------------------------------------------------
 
-    def url(self, driver: str = "psycopg2", user: str = "app", database: str = "postgres",
-            password: str | None = None, **query: str) -> str:
+    def url(
+        self,
+        driver: str = "psycopg2",
+        user: str = "app",
+        database: str = "postgres",
+        password: str | None = None,
+        **query: str,
+    ) -> str:
         """SQLAlchemy URL of this server over TCP 127.0.0.1."""
         cred = user if password is None else f"{user}:{password}"
         qs = "&".join(f"{k}={v}" for k, v in query.items())
-        return (f"postgresql+{driver}://{cred}@127.0.0.1:{self.port}/{database}"
-                + (f"?{qs}" if qs else ""))
+        return f"postgresql+{driver}://{cred}@127.0.0.1:{self.port}/{database}" + (
+            f"?{qs}" if qs else ""
+        )
 
     @contextlib.contextmanager
     def admin(self) -> Iterator[Any]:
         """A superuser autocommit cursor on a fresh connection, closed afterwards."""
-        conn = psycopg2.connect(host="127.0.0.1", port=self.port, user=PG_USER,
-                                dbname="postgres", connect_timeout=5,
-                                application_name="test-admin")
+        conn = psycopg2.connect(
+            host="127.0.0.1",
+            port=self.port,
+            user=PG_USER,
+            dbname="postgres",
+            connect_timeout=5,
+            application_name="test-admin",
+        )
         try:
             conn.autocommit = True
             with conn.cursor() as cur:
@@ -256,8 +280,9 @@ def throwaway_cluster(max_connections: int, reserved_connections: int) -> Iterat
         if IN_CI:
             pytest.fail(message + " (CI must run every integration test)")
         pytest.skip(message)
-    cluster = PgCluster(bindir, max_connections=max_connections,
-                        reserved_connections=reserved_connections)
+    cluster = PgCluster(
+        bindir, max_connections=max_connections, reserved_connections=reserved_connections
+    )
     try:
         cluster.init()
         cluster.start()

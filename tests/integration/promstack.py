@@ -143,9 +143,7 @@ def prometheus_config(
     }
     if alertmanager_url is not None:
         hostport = urllib.parse.urlsplit(alertmanager_url).netloc
-        config["alerting"] = {
-            "alertmanagers": [{"static_configs": [{"targets": [hostport]}]}]
-        }
+        config["alerting"] = {"alertmanagers": [{"static_configs": [{"targets": [hostport]}]}]}
     return config
 
 

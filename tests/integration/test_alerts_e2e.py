@@ -46,13 +46,16 @@ ROOT = Path(__file__).resolve().parents[2]
 APP = "shop"
 POOL = "shop-db"
 JOB = "sqlalchemy-pool-exporter"
-RUNBOOK = "https://github.com/sqlalchemy-pool-exporter/sqlalchemy-pool-exporter/blob/main/docs/runbook.md"
+RUNBOOK = (
+    "https://github.com/sqlalchemy-pool-exporter/sqlalchemy-pool-exporter/blob/main/docs/runbook.md"
+)
 EXPECTED = ("SQLAlchemyPoolCheckoutTimeouts", "SQLAlchemyPoolExhausted")
 FIRE_TIMEOUT = 120.0  # `for: 1m` plus push, scrape and notification delays
 RESOLVE_TIMEOUT = 110.0  # the 1m rate window of the timeouts plus the same delays
 
 
 # -- the app: run as a script in a subprocess ---------------------------------------------
+
 
 def workload_main(db_path: str, control: str, role: str) -> None:
     """An instrumented app process; ``role`` is ``leak`` or ``healthy``.
@@ -65,13 +68,17 @@ def workload_main(db_path: str, control: str, role: str) -> None:
     from sqlalchemy.exc import TimeoutError as PoolTimeout
     from sqlalchemy.pool import QueuePool
 
-    import exporter
+    import sqlalchemy_pool_exporter
 
     engine = create_engine(
-        f"sqlite:///{db_path}", poolclass=QueuePool, pool_size=2, max_overflow=0,
-        pool_timeout=0.5, connect_args={"check_same_thread": False},
+        f"sqlite:///{db_path}",
+        poolclass=QueuePool,
+        pool_size=2,
+        max_overflow=0,
+        pool_timeout=0.5,
+        connect_args={"check_same_thread": False},
     )
-    exporter.instrument(engine, name=POOL)
+    sqlalchemy_pool_exporter.instrument(engine, name=POOL)
     leaked = [engine.connect() for _ in range(2)] if role == "leak" else []
     released = threading.Event()
 
@@ -98,6 +105,7 @@ def workload_main(db_path: str, control: str, role: str) -> None:
 
 
 # -- the webhook receiver ------------------------------------------------------------------
+
 
 class Webhook(ThreadingHTTPServer):
     """Collects every Alertmanager notification (JSON body) POSTed to it."""
@@ -161,33 +169,42 @@ def alertmanager_config(webhook_url: str) -> dict[str, Any]:
             "repeat_interval": "1h",
         },
         "receivers": [
-            {"name": "webhook",
-             "webhook_configs": [{"url": webhook_url, "send_resolved": True}]},
+            {"name": "webhook", "webhook_configs": [{"url": webhook_url, "send_resolved": True}]},
         ],
     }
 
 
 def start_app(role: str, sidecar: RunningSidecar, tmp_path: Path) -> subprocess.Popen[bytes]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("POOL_EXPORTER_")}
-    env.update({
-        "POOL_EXPORTER_PUSH_URL": sidecar.push_url,
-        "POOL_EXPORTER_PUSH_INTERVAL": "1",
-        "POOL_EXPORTER_APP": APP,
-        "PYTHONPATH": str(ROOT) + os.pathsep + env.get("PYTHONPATH", ""),
-    })
+    env.update(
+        {
+            "POOL_EXPORTER_PUSH_URL": sidecar.push_url,
+            "POOL_EXPORTER_PUSH_INTERVAL": "1",
+            "POOL_EXPORTER_APP": APP,
+            "PYTHONPATH": str(ROOT) + os.pathsep + env.get("PYTHONPATH", ""),
+        }
+    )
     with open(tmp_path / f"app-{role}.log", "wb") as log:  # the child keeps its own copy
         return subprocess.Popen(
-            [sys.executable, __file__, str(tmp_path / f"{role}.db"),
-             str(tmp_path / "control"), role],
-            env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            [
+                sys.executable,
+                __file__,
+                str(tmp_path / f"{role}.db"),
+                str(tmp_path / "control"),
+                role,
+            ],
+            env=env,
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
         )
 
 
 def expected_labels(alertname: str, severity: str) -> dict[str, str]:
     # The recording rules aggregate by (namespace, job, app, pool); there is no namespace
     # in this static scrape config, and instance is folded away.
-    return {"alertname": alertname, "severity": severity, "job": JOB, "app": APP,
-            "pool": POOL}
+    return {"alertname": alertname, "severity": severity, "job": JOB, "app": APP, "pool": POOL}
 
 
 def test_leak_fires_exhausted_and_timeouts_then_resolves(
@@ -218,13 +235,15 @@ def test_leak_fires_exhausted_and_timeouts_then_resolves(
 
                 both = prom.wait_for(
                     lambda: prom.query(f'sqlalchemy_pool_processes{{app="{APP}"}} == 2'),
-                    30, "both app processes at the sidecar",
+                    30,
+                    "both app processes at the sidecar",
                 )
                 assert both[0]["metric"]["pool"] == POOL
 
                 fired = prom.wait_for(
                     lambda: all(webhook.find(n, "firing") for n in EXPECTED) or None,
-                    FIRE_TIMEOUT, "firing notifications of " + ", ".join(EXPECTED),
+                    FIRE_TIMEOUT,
+                    "firing notifications of " + ", ".join(EXPECTED),
                 )
                 assert fired
                 fired_after = time.monotonic() - started
@@ -233,9 +252,9 @@ def test_leak_fires_exhausted_and_timeouts_then_resolves(
                 exhausted = webhook.find("SQLAlchemyPoolExhausted", "firing")
                 assert timeouts is not None and exhausted is not None
                 assert timeouts["labels"] == expected_labels(
-                    "SQLAlchemyPoolCheckoutTimeouts", "critical")
-                assert exhausted["labels"] == expected_labels(
-                    "SQLAlchemyPoolExhausted", "critical")
+                    "SQLAlchemyPoolCheckoutTimeouts", "critical"
+                )
+                assert exhausted["labels"] == expected_labels("SQLAlchemyPoolExhausted", "critical")
                 assert exhausted["annotations"] == {
                     "summary": "SQLAlchemy pool has no free connection and callers are waiting.",
                     "description": (
@@ -248,9 +267,11 @@ def test_leak_fires_exhausted_and_timeouts_then_resolves(
                 }
                 assert set(timeouts["annotations"]) == {"summary", "description", "runbook_url"}
                 assert timeouts["annotations"]["summary"] == (
-                    "Checkouts from a SQLAlchemy pool are timing out.")
+                    "Checkouts from a SQLAlchemy pool are timing out."
+                )
                 assert timeouts["annotations"]["runbook_url"] == (
-                    f"{RUNBOOK}#sqlalchemypoolcheckouttimeouts")
+                    f"{RUNBOOK}#sqlalchemypoolcheckouttimeouts"
+                )
                 match = re.fullmatch(
                     r"SQLAlchemy pool shop-db of app shop: (\d+\.\d\d) checkouts per second have"
                     r" been failing with \"QueuePool limit \.\.\. reached, connection timed"
@@ -266,10 +287,13 @@ def test_leak_fires_exhausted_and_timeouts_then_resolves(
                 released = time.monotonic()
                 prom.wait_for(
                     lambda: all(webhook.find(n, "resolved") for n in EXPECTED) or None,
-                    RESOLVE_TIMEOUT, "resolved notifications of " + ", ".join(EXPECTED),
+                    RESOLVE_TIMEOUT,
+                    "resolved notifications of " + ", ".join(EXPECTED),
                 )
-                for name, severity in (("SQLAlchemyPoolCheckoutTimeouts", "critical"),
-                                       ("SQLAlchemyPoolExhausted", "critical")):
+                for name, severity in (
+                    ("SQLAlchemyPoolCheckoutTimeouts", "critical"),
+                    ("SQLAlchemyPoolExhausted", "critical"),
+                ):
                     resolved = webhook.find(name, "resolved")
                     assert resolved is not None
                     assert resolved["labels"] == expected_labels(name, severity)
@@ -280,11 +304,15 @@ def test_leak_fires_exhausted_and_timeouts_then_resolves(
                 assert names == set(EXPECTED)
                 unhealthy = [
                     (r["name"], r.get("lastError"))
-                    for g in prom.rule_groups() for r in g["rules"] if r["health"] != "ok"
+                    for g in prom.rule_groups()
+                    for r in g["rules"]
+                    if r["health"] != "ok"
                 ]
                 assert unhealthy == []
-                print(f"fired after {fired_after:.0f}s, resolved "
-                      f"{time.monotonic() - released:.0f}s after the leak stopped")
+                print(
+                    f"fired after {fired_after:.0f}s, resolved "
+                    f"{time.monotonic() - released:.0f}s after the leak stopped"
+                )
             finally:
                 (tmp_path / "control.exit").touch()
                 for app in apps:

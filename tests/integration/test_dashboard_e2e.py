@@ -71,9 +71,19 @@ def fast_rules(workdir: Path) -> list[Path]:
     workdir.mkdir(parents=True, exist_ok=True)
     path = workdir / "config.yaml"
     path.write_text(yaml.safe_dump(config))
-    subprocess.run([sys.executable, str(ROOT / "prometheus" / "generate.py"),
-                    "--config", str(path), "--out", str(workdir)],
-                   check=True, capture_output=True, timeout=60)
+    subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "prometheus" / "generate.py"),
+            "--config",
+            str(path),
+            "--out",
+            str(workdir),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
     return [workdir / "prometheus" / "recording.yaml", workdir / "prometheus" / "alerts.yaml"]
 
 
@@ -90,7 +100,10 @@ class Workload:
         log = open(self.workdir / f"{name}.log", "wb")  # noqa: SIM115 - the child owns it
         process = subprocess.Popen(
             [sys.executable, "-m", "tests.integration.dashboard_workload", *args],
-            env=full_env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+            env=full_env,
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
         )
         log.close()
@@ -109,8 +122,10 @@ class Workload:
                 process.wait(5)
 
     def logs(self) -> str:
-        return "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-2000:]}"
-                         for p in sorted(self.workdir.glob("*.log")))
+        return "\n".join(
+            f"--- {p.name}\n{p.read_text(errors='replace')[-2000:]}"
+            for p in sorted(self.workdir.glob("*.log"))
+        )
 
 
 @dataclass
@@ -137,19 +152,40 @@ def stack(postgres: PgCluster, tmp_path: Path) -> Iterator[Stack]:
             "POOL_EXPORTER_APP": APP,
             "POOL_EXPORTER_LEAK_THRESHOLD": "1",
         }
-        for name, sidecar in (("worker-1", sidecars[0]), ("worker-doomed", sidecars[0]),
-                              ("worker-per-process", sidecars[1])):
-            workload.start(name, {**app_env, "POOL_EXPORTER_PUSH_URL": sidecar.push_url},
-                           "--url", url, "--bad-url", bad_url)
+        for name, sidecar in (
+            ("worker-1", sidecars[0]),
+            ("worker-doomed", sidecars[0]),
+            ("worker-per-process", sidecars[1]),
+        ):
+            workload.start(
+                name,
+                {**app_env, "POOL_EXPORTER_PUSH_URL": sidecar.push_url},
+                "--url",
+                url,
+                "--bad-url",
+                bad_url,
+            )
         port_file = tmp_path / "embedded.port"
-        workload.start("embedded", {"POOL_EXPORTER_LEAK_THRESHOLD": "1"},
-                       "--url", url, "--bad-url", bad_url, "--port-file", str(port_file))
+        workload.start(
+            "embedded",
+            {"POOL_EXPORTER_LEAK_THRESHOLD": "1"},
+            "--url",
+            url,
+            "--bad-url",
+            bad_url,
+            "--port-file",
+            str(port_file),
+        )
         embedded_port = promstack.wait_for(
             lambda: (port_file.exists() and port_file.read_text().strip()) or None,
-            timeout=30, what="the embedded-mode process's metrics port")
+            timeout=30,
+            what="the embedded-mode process's metrics port",
+        )
         config = promstack.prometheus_config(
-            scrape_targets={JOB: [f"127.0.0.1:{s.metrics_port}" for s in sidecars],
-                            "embedded-app": [f"127.0.0.1:{embedded_port}"]},
+            scrape_targets={
+                JOB: [f"127.0.0.1:{s.metrics_port}" for s in sidecars],
+                "embedded-app": [f"127.0.0.1:{embedded_port}"],
+            },
             rule_files=fast_rules(tmp_path / "rules"),
             interval="1s",
         )
@@ -166,6 +202,7 @@ def stack(postgres: PgCluster, tmp_path: Path) -> Iterator[Stack]:
 
 # -- reading the dashboard as Grafana does ----------------------------------------------
 
+
 def panels(dash: dict[str, Any]) -> Iterator[dict[str, Any]]:
     for panel in dash["panels"]:
         if panel["type"] != "row":
@@ -178,8 +215,9 @@ def regex_escape(value: str) -> str:
     return re.sub(r"([\\^$*+?.()|{}\[\]])", r"\\\\\1", value)
 
 
-def resolve_variables(prom: promstack.Prometheus, dash: dict[str, Any],
-                      start: float, end: float, all_values: bool) -> dict[str, str]:
+def resolve_variables(
+    prom: promstack.Prometheus, dash: dict[str, Any], start: float, end: float, all_values: bool
+) -> dict[str, str]:
     """Each variable's value as Grafana interpolates it: "All" or every value selected."""
     values: dict[str, str] = {}
     for var in dash["templating"]["list"]:
@@ -188,8 +226,10 @@ def resolve_variables(prom: promstack.Prometheus, dash: dict[str, Any],
         match = re.fullmatch(r"label_values\((.+), (\w+)\)", var["query"])
         assert match is not None, var["query"]
         selector = interpolate(match.group(1), values)
-        found: list[str] = prom.get(f"/api/v1/label/{match.group(2)}/values", {
-            "match[]": selector, "start": f"{start:.3f}", "end": f"{end:.3f}"})["data"]
+        found: list[str] = prom.get(
+            f"/api/v1/label/{match.group(2)}/values",
+            {"match[]": selector, "start": f"{start:.3f}", "end": f"{end:.3f}"},
+        )["data"]
         if all_values and found:
             values[var["name"]] = "(" + "|".join(regex_escape(v) for v in found) + ")"
         else:
@@ -215,8 +255,13 @@ def positive(result: list[dict[str, Any]]) -> bool:
     return False
 
 
-def run_queries(prom: promstack.Prometheus, dash: dict[str, Any], values: dict[str, str],
-                start: float, end: float) -> dict[str, list[dict[str, Any]]]:
+def run_queries(
+    prom: promstack.Prometheus,
+    dash: dict[str, Any],
+    values: dict[str, str],
+    start: float,
+    end: float,
+) -> dict[str, list[dict[str, Any]]]:
     """Every panel target's result, keyed "#id panel title [refId]"."""
     results = {}
     for panel in panels(dash):
@@ -269,22 +314,26 @@ def test_every_panel_query_returns_data(stack: Stack) -> None:
     assert missing == {}, (
         "panel queries without data (variables on All / on every value):\n"
         + "\n".join(f"  {where}: {modes}" for where, modes in sorted(missing.items()))
-        + "\n" + workload.logs()
+        + "\n"
+        + workload.logs()
     )
     assert len(seen) == 2 * sum(len(p["targets"]) for p in panels(dash))
 
     all_values = resolve_variables(prom, dash, start - 60, time.time(), all_values=False)
 
     # Both kinds of invalidation happened, and the panel tells them apart.
-    invalidations = next(t["expr"] for p in panels(dash) for t in p["targets"]
-                         if p["title"] == "Invalidations by kind")
+    invalidations = next(
+        t["expr"]
+        for p in panels(dash)
+        for t in p["targets"]
+        if p["title"] == "Invalidations by kind"
+    )
     by_kind = prom.query_range(interpolate(invalidations, all_values), start, time.time(), "1s")
     assert {s["metric"]["kind"] for s in by_kind if positive([s])} == {"hard", "soft"}
 
     # The variables found what the stack has; namespace has no values outside Kubernetes.
     def label_values(label: str, selector: str = "sqlalchemy_pool_connections") -> list[str]:
-        found: list[str] = prom.get(f"/api/v1/label/{label}/values", {"match[]": selector})[
-            "data"]
+        found: list[str] = prom.get(f"/api/v1/label/{label}/values", {"match[]": selector})["data"]
         return found
 
     assert label_values("job") == ["embedded-app", JOB]
@@ -293,19 +342,36 @@ def test_every_panel_query_returns_data(stack: Stack) -> None:
     assert label_values("pool") == ["orders", "reports"]
 
     # Embedded-mode series (no app label) are on the dashboard with "All" selected.
-    checked_out = next(t["expr"] for p in panels(dash) for t in p["targets"]
-                       if p["title"] == "Checked out / idle / limit")
-    groups = {tuple(sorted(s["metric"].items()))
-              for s in prom.query(interpolate(checked_out, all_values))}
-    assert groups == {(("app", APP), ("pool", "orders")), (("app", APP), ("pool", "reports")),
-                      (("pool", "orders"),), (("pool", "reports"),)}
+    checked_out = next(
+        t["expr"]
+        for p in panels(dash)
+        for t in p["targets"]
+        if p["title"] == "Checked out / idle / limit"
+    )
+    groups = {
+        tuple(sorted(s["metric"].items())) for s in prom.query(interpolate(checked_out, all_values))
+    }
+    assert groups == {
+        (("app", APP), ("pool", "orders")),
+        (("app", APP), ("pool", "reports")),
+        (("pool", "orders"),),
+        (("pool", "reports"),),
+    }
 
     # With per-process output, the overview table names the process of each line.
     [process] = [p["process"] for p in stack.per_process_sidecar.api()["processes"]]
-    table = next(t["expr"] for p in panels(dash) for t in p["targets"]
-                 if p["title"] == "Pools at a glance" and t["refId"] == "A")
-    lines = {(s["metric"].get("pool"), s["metric"].get("process"))
-             for s in prom.query(interpolate(table, all_values))}
+    table = next(
+        t["expr"]
+        for p in panels(dash)
+        for t in p["targets"]
+        if p["title"] == "Pools at a glance" and t["refId"] == "A"
+    )
+    lines = {
+        (s["metric"].get("pool"), s["metric"].get("process"))
+        for s in prom.query(interpolate(table, all_values))
+    }
     assert {(pool, None) for pool in ("orders", "reports")} <= lines
-    assert {line for line in lines if line[1] is not None} == {("orders", process),
-                                                               ("reports", process)}
+    assert {line for line in lines if line[1] is not None} == {
+        ("orders", process),
+        ("reports", process),
+    }

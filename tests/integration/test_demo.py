@@ -11,9 +11,25 @@ import urllib.request
 
 def test_demo_runs_sidecar_and_workers_and_stops_by_itself() -> None:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "exporter", "demo", "--duration", "12", "--port", "0",
-         "--workers", "2", "--leak-rate", "0.05", "--leak-threshold", "1"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        [
+            sys.executable,
+            "-m",
+            "sqlalchemy_pool_exporter",
+            "demo",
+            "--duration",
+            "12",
+            "--port",
+            "0",
+            "--workers",
+            "2",
+            "--leak-rate",
+            "0.05",
+            "--leak-threshold",
+            "1",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     assert proc.stdout is not None
     base = None
@@ -39,8 +55,9 @@ def test_demo_runs_sidecar_and_workers_and_stops_by_itself() -> None:
     assert checkouts and float(checkouts.group(1)) > 0
     assert "killed worker pid" in out
     # The sidecar's totals never go backwards, across the SIGKILL and the final pushes.
-    seen = [int(n) for n in re.findall(r"^demo: (?:final )?processes=\d+ .*checkouts=(\d+)",
-                                       out, re.M)]
+    seen = [
+        int(n) for n in re.findall(r"^demo: (?:final )?processes=\d+ .*checkouts=(\d+)", out, re.M)
+    ]
     assert len(seen) >= 4 and seen == sorted(seen), seen
     assert re.search(r"^demo: final processes=0 ", out, re.M)  # every worker retired at exit
     assert "connection leak suspected" in out
@@ -56,8 +73,19 @@ def test_demo_port_in_use_is_one_clear_line() -> None:
         busy.listen()
         port = busy.getsockname()[1]
         result = subprocess.run(
-            [sys.executable, "-m", "exporter", "demo", "--duration", "2", "--port", str(port)],
-            capture_output=True, text=True, timeout=60,
+            [
+                sys.executable,
+                "-m",
+                "sqlalchemy_pool_exporter",
+                "demo",
+                "--duration",
+                "2",
+                "--port",
+                str(port),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
         )
     assert result.returncode == 1
     assert result.stderr == (

@@ -32,8 +32,9 @@ APP = "gunicorn-test"
 @functools.cache
 def isolation_flags() -> tuple[str, ...]:
     """gunicorn ≥ 25 shares one control socket per user: concurrent masters would clash."""
-    help_text = subprocess.run([sys.executable, "-m", "gunicorn", "--help"],
-                               capture_output=True, text=True, check=True).stdout
+    help_text = subprocess.run(
+        [sys.executable, "-m", "gunicorn", "--help"], capture_output=True, text=True, check=True
+    ).stdout
     return ("--no-control-socket",) if "--no-control-socket" in help_text else ()
 
 
@@ -49,16 +50,35 @@ class Gunicorn:
     def __init__(self, tmp: Path, push_url: str, *flags: str) -> None:
         self.port = free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith("POOL_EXPORTER_")}
-        env.update(GUNICORN_APP_DB=str(tmp / "app.db"), POOL_EXPORTER_PUSH_URL=push_url,
-                   POOL_EXPORTER_PUSH_INTERVAL=str(INTERVAL), POOL_EXPORTER_APP=APP,
-                   POOL_EXPORTER_LEAK_THRESHOLD="0.5", PYTHONPATH=str(ROOT))
+        env.update(
+            GUNICORN_APP_DB=str(tmp / "app.db"),
+            POOL_EXPORTER_PUSH_URL=push_url,
+            POOL_EXPORTER_PUSH_INTERVAL=str(INTERVAL),
+            POOL_EXPORTER_APP=APP,
+            POOL_EXPORTER_LEAK_THRESHOLD="0.5",
+            PYTHONPATH=str(ROOT),
+        )
         self.log_path = tmp / "gunicorn.log"
         self.log = open(self.log_path, "w")  # noqa: SIM115
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "--preload", "-b", f"127.0.0.1:{self.port}",
-             "--graceful-timeout", "5", *isolation_flags(), *flags,
-             "tests.integration.gunicorn_app:app"],
-            env=env, cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT)
+            [
+                sys.executable,
+                "-m",
+                "gunicorn",
+                "--preload",
+                "-b",
+                f"127.0.0.1:{self.port}",
+                "--graceful-timeout",
+                "5",
+                *isolation_flags(),
+                *flags,
+                "tests.integration.gunicorn_app:app",
+            ],
+            env=env,
+            cwd=ROOT,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
 
     def get(self, path: str) -> float:
         """One request; returns its latency in seconds (fails on any non-200)."""
@@ -132,10 +152,12 @@ def test_exact_counts_through_sidecar_restart_and_kill_9(
         assert checkouts(sc) == 0
         g.drive(healthy=120, leaky=8)
         expect_exact(sc, 128)
-        assert sc.value("sqlalchemy_pool_connections", app=APP, pool="main",
-                        state="checked_out") == 8
-        sc.wait_until(lambda: sc.value("sqlalchemy_pool_leaked_connections", app=APP,
-                                       pool="main") == 8)
+        assert (
+            sc.value("sqlalchemy_pool_connections", app=APP, pool="main", state="checked_out") == 8
+        )
+        sc.wait_until(
+            lambda: sc.value("sqlalchemy_pool_leaked_connections", app=APP, pool="main") == 8
+        )
         (pool,) = sc.api()["pools"]
         assert pool["sites"][0]["held"] == 8
         assert "gunicorn_app.py" in pool["sites"][0]["site"]
@@ -171,8 +193,10 @@ def test_exact_counts_through_sidecar_restart_and_kill_9(
                 seen_gone = True
             time.sleep(0.05)
         assert seen_gone
-        assert sc.value("sqlalchemy_pool_connections", app=APP, pool="main",
-                        state="checked_out") == 8 - held
+        assert (
+            sc.value("sqlalchemy_pool_connections", app=APP, pool="main", state="checked_out")
+            == 8 - held
+        )
         assert checkouts(sc) == 168
         assert sc.value("pool_exporter_processes_expired_total") == 1
         g.wait_for_processes(sc, 5, timeout=15)  # gunicorn replaced it
@@ -194,8 +218,11 @@ def test_max_requests_recycling_keeps_totals_exact_and_series_constant(
         names = [line.split(" ")[0] for line in series]
         for _ in range(3):
             g.drive(healthy=50)
-            now = [line.split(" ")[0] for line in sc.metrics_text().splitlines()
-                   if line.startswith("sqlalchemy_")]
+            now = [
+                line.split(" ")[0]
+                for line in sc.metrics_text().splitlines()
+                if line.startswith("sqlalchemy_")
+            ]
             assert sorted(now) == names
         expect_exact(sc, 150)
         # every recycled worker said goodbye with a final push: none had to expire

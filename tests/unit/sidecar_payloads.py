@@ -1,4 +1,4 @@
-"""Builders of push payloads in the wire form of :mod:`exporter.snapshot` (schema 1)."""
+"""Builders of push payloads in the wire form (schema 1) of the protocol."""
 
 from __future__ import annotations
 
@@ -6,15 +6,18 @@ import copy
 import json
 from typing import Any
 
-from exporter.histogram import DEFAULT_BUCKETS
-from exporter.snapshot import HISTOGRAM_NAMES
-from exporter.stats import COUNTER_NAMES
+from sqlalchemy_pool_exporter.instrumentation.histogram import DEFAULT_BUCKETS
+from sqlalchemy_pool_exporter.protocol.catalog import COUNTER_FIELDS as COUNTER_NAMES
+from sqlalchemy_pool_exporter.protocol.catalog import HISTOGRAM_FIELDS as HISTOGRAM_NAMES
 
 BUCKETS = list(DEFAULT_BUCKETS)
 
 
-def histogram(per_bucket: list[int] | None = None, total: float | None = None,
-              buckets: list[float] | None = None) -> dict[str, Any]:
+def histogram(
+    per_bucket: list[int] | None = None,
+    total: float | None = None,
+    buckets: list[float] | None = None,
+) -> dict[str, Any]:
     """A cumulative histogram from non-cumulative counts per bucket (+Inf last)."""
     bounds = list(buckets or BUCKETS)
     raw = list(per_bucket or [0] * (len(bounds) + 1))
@@ -22,8 +25,12 @@ def histogram(per_bucket: list[int] | None = None, total: float | None = None,
     for n in raw:
         running += n
         counts.append(running)
-    return {"buckets": bounds, "counts": counts,
-            "sum": float(total if total is not None else running), "count": running}
+    return {
+        "buckets": bounds,
+        "counts": counts,
+        "sum": float(total if total is not None else running),
+        "count": running,
+    }
 
 
 def pool(
@@ -39,9 +46,16 @@ def pool(
     c["checkouts"] = checkouts
     c.update(counters or {})
     g: dict[str, Any] = {
-        "checked_out": 0, "idle": 1, "pending": 0, "overflow": 0, "size": 5,
-        "max_overflow": 10, "max_connections": 15, "utilization_ratio": 0.0,
-        "peak_utilization_ratio": 0.0, "oldest_checkout_seconds": 0.0,
+        "checked_out": 0,
+        "idle": 1,
+        "pending": 0,
+        "overflow": 0,
+        "size": 5,
+        "max_overflow": 10,
+        "max_connections": 15,
+        "utilization_ratio": 0.0,
+        "peak_utilization_ratio": 0.0,
+        "oldest_checkout_seconds": 0.0,
         "leaked_connections": 0,
     }
     g.update(gauges or {})
@@ -50,10 +64,20 @@ def pool(
         h["wait_seconds"] = histogram([checkouts] + [0] * len(BUCKETS), total=checkouts * 0.0001)
     h.update(hist or {})
     return {
-        "info": {"pool_class": "QueuePool", "dialect": "sqlite", "driver": "pysqlite",
-                 "database": "test.db", "host": "", "timeout_seconds": "30",
-                 "recycle_seconds": "-1", "pre_ping": "false"},
-        "gauges": g, "counters": c, "histograms": h, "held": held or [],
+        "info": {
+            "pool_class": "QueuePool",
+            "dialect": "sqlite",
+            "driver": "pysqlite",
+            "database": "test.db",
+            "host": "",
+            "timeout_seconds": "30",
+            "recycle_seconds": "-1",
+            "pre_ping": "false",
+        },
+        "gauges": g,
+        "counters": c,
+        "histograms": h,
+        "held": held or [],
     }
 
 
@@ -70,10 +94,18 @@ def payload(
 ) -> dict[str, Any]:
     """A whole push document."""
     return {
-        "schema": 1, "seq": seq, "interval": interval, "final": final,
+        "schema": 1,
+        "seq": seq,
+        "interval": interval,
+        "final": final,
         "sent_at": 1763712000.0,
-        "process": {"instance": instance, "pid": pid, "host": host, "app": app,
-                    "started_at": 1763711000.0},
+        "process": {
+            "instance": instance,
+            "pid": pid,
+            "host": host,
+            "app": app,
+            "started_at": 1763711000.0,
+        },
         "pools": {"db": pool()} if pools is None else pools,
     }
 

@@ -10,7 +10,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 from sqlalchemy import Engine, exc, text
 
-import exporter
+import sqlalchemy_pool_exporter
 
 
 def value(registry: CollectorRegistry, name: str, pool: str, **labels: str) -> float | None:
@@ -22,7 +22,7 @@ def test_16_threads_x_1000_checkouts_are_counted_exactly(
     make_engine: Callable[..., Engine], registry: CollectorRegistry
 ) -> None:
     engine = make_engine(pool_size=5, max_overflow=10, pool_timeout=30)
-    exporter.instrument(engine, name="exact", registry=registry)
+    sqlalchemy_pool_exporter.instrument(engine, name="exact", registry=registry)
     barrier = threading.Barrier(16)
 
     def work(i: int) -> None:
@@ -61,7 +61,7 @@ def test_timeouts_pending_and_wait_when_the_pool_runs_dry(
     make_engine: Callable[..., Engine], registry: CollectorRegistry
 ) -> None:
     engine = make_engine(pool_size=2, max_overflow=0, pool_timeout=1)
-    exporter.instrument(engine, name="dry", registry=registry)
+    sqlalchemy_pool_exporter.instrument(engine, name="dry", registry=registry)
     # Open both connections up front: the waits below are pure queue waits.
     with engine.connect(), engine.connect():
         pass
@@ -110,7 +110,7 @@ def test_dispose_and_recreate_keep_counting(
     make_engine: Callable[..., Engine], registry: CollectorRegistry
 ) -> None:
     engine = make_engine(pool_size=3, max_overflow=1)
-    exporter.instrument(engine, name="disposed", registry=registry)
+    sqlalchemy_pool_exporter.instrument(engine, name="disposed", registry=registry)
     for _ in range(5):
         with engine.connect() as conn:
             conn.execute(text("SELECT 1"))
@@ -139,20 +139,20 @@ def test_instrument_is_idempotent_and_reversible(
     make_engine: Callable[..., Engine], registry: CollectorRegistry
 ) -> None:
     engine = make_engine()
-    first = exporter.instrument(engine, name="once", registry=registry)
-    assert exporter.instrument(engine, name="once", registry=registry) is first
+    first = sqlalchemy_pool_exporter.instrument(engine, name="once", registry=registry)
+    assert sqlalchemy_pool_exporter.instrument(engine, name="once", registry=registry) is first
     for _ in range(3):
         engine.raw_connection().close()
     assert value(registry, "sqlalchemy_pool_checkouts_total", "once") == 3
 
-    assert exporter.uninstrument(engine) is True
-    assert exporter.uninstrument(engine) is False
+    assert sqlalchemy_pool_exporter.uninstrument(engine) is True
+    assert sqlalchemy_pool_exporter.uninstrument(engine) is False
     assert "connect" not in engine.pool.__dict__
     engine.raw_connection().close()
     assert first.checkouts == 3
     assert value(registry, "sqlalchemy_pool_checkouts_total", "once") is None
 
-    again = exporter.instrument(engine, name="once", registry=registry)
+    again = sqlalchemy_pool_exporter.instrument(engine, name="once", registry=registry)
     engine.raw_connection().close()
     assert again is not first
     assert value(registry, "sqlalchemy_pool_checkouts_total", "once") == 1
@@ -161,8 +161,8 @@ def test_instrument_is_idempotent_and_reversible(
 def test_same_url_twice_gets_distinct_names(
     make_engine: Callable[..., Engine], registry: CollectorRegistry, sqlite_url: str
 ) -> None:
-    a = exporter.instrument(make_engine(), registry=registry)
-    b = exporter.instrument(make_engine(), registry=registry)
+    a = sqlalchemy_pool_exporter.instrument(make_engine(), registry=registry)
+    b = sqlalchemy_pool_exporter.instrument(make_engine(), registry=registry)
     assert a.name == sqlite_url
     assert b.name == sqlite_url + "#2"
 
@@ -181,7 +181,7 @@ def test_same_url_twice_gets_distinct_names(
 def test_default_name_never_carries_credentials(url: str, expected: str) -> None:
     from sqlalchemy import create_engine
 
-    from exporter.poolstate import default_name, read_info
+    from sqlalchemy_pool_exporter.instrumentation.poolstate import default_name, read_info
 
     engine = create_engine(url, module=None) if url.startswith("sqlite") else _lazy_engine(url)
     assert default_name(engine) == expected
@@ -204,7 +204,7 @@ def test_instrumenting_keeps_connections_off_the_event_dispatch_path(
 ) -> None:
     # Any engine-level (ConnectionEvents) listener makes every Connection dispatch events.
     engine = make_engine()
-    exporter.instrument(engine, name="fast", registry=registry)
+    sqlalchemy_pool_exporter.instrument(engine, name="fast", registry=registry)
     engine.dispose()
     assert engine._has_events is False
     engine.raw_connection().close()

@@ -15,7 +15,7 @@ from prometheus_client import CollectorRegistry
 from sqlalchemy import Engine, text
 from sqlalchemy.ext.asyncio import create_async_engine
 
-import exporter
+import sqlalchemy_pool_exporter
 
 
 def sample(registry: CollectorRegistry, name: str, pool: str) -> float | None:
@@ -27,9 +27,11 @@ def test_leak_is_flagged_once_logged_with_site_and_released(
     registry: CollectorRegistry,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    caplog.set_level(logging.INFO, logger="exporter")
+    caplog.set_level(logging.INFO, logger="sqlalchemy_pool_exporter")
     engine = make_engine()
-    stats = exporter.instrument(engine, name="leaky", registry=registry, leak_threshold=0.3)
+    stats = sqlalchemy_pool_exporter.instrument(
+        engine, name="leaky", registry=registry, leak_threshold=0.3
+    )
     conn = engine.connect()  # <- the leak site
     line = _line_of("# <- the leak site")
     conn.execute(text("SELECT 1"))
@@ -48,7 +50,10 @@ def test_leak_is_flagged_once_logged_with_site_and_released(
     ]
     assert len(warnings_) == 1
     record = warnings_[0]
-    assert record.levelno == logging.WARNING and record.name == "exporter.stats"
+    assert (
+        record.levelno == logging.WARNING
+        and record.name == "sqlalchemy_pool_exporter.instrumentation.stats"
+    )
     fields = record.pool_exporter  # type: ignore[attr-defined]
     assert fields["pool"] == "leaky"
     test_name = "test_leak_is_flagged_once_logged_with_site_and_released"
@@ -71,7 +76,9 @@ def test_leak_threshold_zero_turns_detection_off(
     make_engine: Callable[..., Engine], registry: CollectorRegistry
 ) -> None:
     engine = make_engine()
-    stats = exporter.instrument(engine, name="off", registry=registry, leak_threshold=0)
+    stats = sqlalchemy_pool_exporter.instrument(
+        engine, name="off", registry=registry, leak_threshold=0
+    )
     conn = engine.connect()
     time.sleep(0.2)
     assert sample(registry, "sqlalchemy_pool_leaked_connections", "off") == 0
@@ -84,7 +91,7 @@ def test_sync_connection_reclaimed_by_gc_is_counted(
     make_engine: Callable[..., Engine], registry: CollectorRegistry
 ) -> None:
     engine = make_engine()
-    exporter.instrument(engine, name="gc", registry=registry)
+    sqlalchemy_pool_exporter.instrument(engine, name="gc", registry=registry)
     conn = engine.raw_connection()
     assert (
         registry.get_sample_value(
@@ -110,7 +117,7 @@ def test_async_connection_reclaimed_by_gc_is_counted(
     tmp_path: Path, registry: CollectorRegistry
 ) -> None:
     engine = create_async_engine(f"sqlite+aiosqlite:///{tmp_path / 'a.db'}")
-    exporter.instrument(engine, name="agc", registry=registry)
+    sqlalchemy_pool_exporter.instrument(engine, name="agc", registry=registry)
 
     async def leak() -> None:
         conn = await engine.connect()
@@ -135,7 +142,7 @@ def test_async_connection_reclaimed_by_gc_is_counted(
         )
         assert sample(registry, "sqlalchemy_pool_checkouts_total", "agc") == 1
     finally:
-        exporter.uninstrument(engine)
+        sqlalchemy_pool_exporter.uninstrument(engine)
         asyncio.run(engine.dispose())
 
 

@@ -11,7 +11,7 @@ from sqlalchemy import Engine, text
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool, SingletonThreadPool, StaticPool
 
-import exporter
+import sqlalchemy_pool_exporter
 
 
 def series(registry: CollectorRegistry, pool: str) -> dict[str, float]:
@@ -30,7 +30,7 @@ def test_queue_pool_series(make_engine: Callable[..., Engine], registry: Collect
     engine = make_engine(
         pool_size=3, max_overflow=2, pool_timeout=7, pool_recycle=3600, pool_pre_ping=True
     )
-    exporter.instrument(engine, name="q", registry=registry)
+    sqlalchemy_pool_exporter.instrument(engine, name="q", registry=registry)
     a, b, c, d = (engine.connect() for _ in range(4))
     d.close()
     s = series(registry, "q")
@@ -55,7 +55,7 @@ def test_null_pool_has_no_limit_series(
     make_engine: Callable[..., Engine], registry: CollectorRegistry
 ) -> None:
     engine = make_engine(poolclass=NullPool)
-    exporter.instrument(engine, name="null", registry=registry)
+    sqlalchemy_pool_exporter.instrument(engine, name="null", registry=registry)
     conns = [engine.connect() for _ in range(3)]
     s = series(registry, "null")
     for absent in (
@@ -78,7 +78,7 @@ def test_null_pool_has_no_limit_series(
 
 def test_static_pool(make_engine: Callable[..., Engine], registry: CollectorRegistry) -> None:
     engine = make_engine("sqlite://", poolclass=StaticPool)
-    exporter.instrument(engine, name="static", registry=registry)
+    sqlalchemy_pool_exporter.instrument(engine, name="static", registry=registry)
     with engine.connect() as conn:
         conn.execute(text("SELECT 1"))
         assert series(registry, "static")["sqlalchemy_pool_connections{state=checked_out}"] == 1
@@ -94,7 +94,7 @@ def test_singleton_thread_pool_counts_nested_checkout_once(
     make_engine: Callable[..., Engine], registry: CollectorRegistry
 ) -> None:
     engine = make_engine("sqlite://", poolclass=SingletonThreadPool, pool_size=4)
-    exporter.instrument(engine, name="single", registry=registry)
+    sqlalchemy_pool_exporter.instrument(engine, name="single", registry=registry)
     outer = engine.raw_connection()
     inner = engine.raw_connection()  # the same thread's connection again
     s = series(registry, "single")
@@ -114,7 +114,7 @@ def test_unbounded_queue_pool(
     make_engine: Callable[..., Engine], registry: CollectorRegistry
 ) -> None:
     engine = make_engine(pool_size=2, max_overflow=-1)
-    exporter.instrument(engine, name="unbounded", registry=registry)
+    sqlalchemy_pool_exporter.instrument(engine, name="unbounded", registry=registry)
     s = series(registry, "unbounded")
     assert s["sqlalchemy_pool_max_overflow"] == -1
     assert "sqlalchemy_pool_max_connections" not in s
@@ -125,7 +125,7 @@ def test_async_engine_counts_exactly(tmp_path: Path, registry: CollectorRegistry
     engine = create_async_engine(
         f"sqlite+aiosqlite:///{tmp_path / 'a.db'}", pool_size=3, max_overflow=2
     )
-    exporter.instrument(engine, name="async", registry=registry)
+    sqlalchemy_pool_exporter.instrument(engine, name="async", registry=registry)
 
     async def task() -> None:
         for _ in range(20):
@@ -153,14 +153,14 @@ def test_async_engine_counts_exactly(tmp_path: Path, registry: CollectorRegistry
         text_out = generate_latest(registry).decode()
         assert 'sqlalchemy_pool_checkouts_total{pool="async"} 500.0' in text_out
     finally:
-        exporter.uninstrument(engine)
+        sqlalchemy_pool_exporter.uninstrument(engine)
 
 
 def test_async_checkout_site_names_the_coroutine(
     tmp_path: Path, registry: CollectorRegistry
 ) -> None:
     engine = create_async_engine(f"sqlite+aiosqlite:///{tmp_path / 'a.db'}")
-    stats = exporter.instrument(engine, name="asite", registry=registry)
+    stats = sqlalchemy_pool_exporter.instrument(engine, name="asite", registry=registry)
 
     async def handler() -> str:
         conn = await engine.connect()  # the site
@@ -179,4 +179,4 @@ def test_async_checkout_site_names_the_coroutine(
         assert site.startswith("tests/unit/test_pool_classes.py:")
         assert site.endswith(" in handler")
     finally:
-        exporter.uninstrument(engine)
+        sqlalchemy_pool_exporter.uninstrument(engine)

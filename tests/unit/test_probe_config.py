@@ -7,28 +7,43 @@ import logging
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
-from exporter.probe import DatabaseProbe, connect_kwargs, redact
+from sqlalchemy_pool_exporter.probes.postgres import DatabaseProbe, connect_kwargs, redact
 from tests.integration.pgcluster import free_port
 
 SECRET = "Pr0be-s3cret-value"
 
 
 def test_sqlalchemy_urls_become_libpq_keywords() -> None:
-    assert connect_kwargs(f"postgresql+psycopg2://mon:{SECRET}@db.local:6543/shop"
-                          "?sslmode=require") == {
-        "host": "db.local", "port": 6543, "user": "mon", "password": SECRET,
-        "dbname": "shop", "sslmode": "require"}
+    assert connect_kwargs(
+        f"postgresql+psycopg2://mon:{SECRET}@db.local:6543/shop?sslmode=require"
+    ) == {
+        "host": "db.local",
+        "port": 6543,
+        "user": "mon",
+        "password": SECRET,
+        "dbname": "shop",
+        "sslmode": "require",
+    }
     assert connect_kwargs("postgresql+asyncpg:///shop?host=/run/postgresql") == {
-        "host": "/run/postgresql", "dbname": "shop"}
+        "host": "/run/postgresql",
+        "dbname": "shop",
+    }
     assert connect_kwargs(f"host=db port=5432 dbname=shop password={SECRET}") == {
-        "host": "db", "port": "5432", "dbname": "shop", "password": SECRET}
+        "host": "db",
+        "port": "5432",
+        "dbname": "shop",
+        "password": SECRET,
+    }
 
 
-@pytest.mark.parametrize("url", [
-    f"mysql://u:{SECRET}@db/shop",
-    f"postgresql://u:{SECRET}@db:notaport/shop",
-    f"host=db password={SECRET} =broken",
-])
+@pytest.mark.parametrize(
+    "url",
+    [
+        f"mysql://u:{SECRET}@db/shop",
+        f"postgresql://u:{SECRET}@db:notaport/shop",
+        f"host=db password={SECRET} =broken",
+    ],
+)
 def test_invalid_urls_fail_without_echoing_the_password(url: str) -> None:
     with pytest.raises(ValueError) as info:
         DatabaseProbe(url)
@@ -55,7 +70,7 @@ def test_failed_probe_reports_down_and_never_leaks_the_password(
     registry = CollectorRegistry()
     registry.register(probe)
     assert registry.get_sample_value("sqlalchemy_pool_db_up", {"database": "shop"}) == 0.0
-    with caplog.at_level(logging.DEBUG, logger="exporter"):
+    with caplog.at_level(logging.DEBUG, logger="sqlalchemy_pool_exporter"):
         assert probe.probe_once() is False
         assert probe.probe_once() is False
     assert probe.failures == 2
@@ -67,8 +82,9 @@ def test_failed_probe_reports_down_and_never_leaks_the_password(
     assert len(warnings) == 1  # the first failure warns; repeats go to debug
     assert "database probe failed" in warnings[0].getMessage()
     assert f"127.0.0.1:{port}/shop" in warnings[0].getMessage()
-    everything = " ".join([caplog.text, output, probe.last_error, repr(probe), probe.target,
-                           *capsys.readouterr()])
+    everything = " ".join(
+        [caplog.text, output, probe.last_error, repr(probe), probe.target, *capsys.readouterr()]
+    )
     assert SECRET not in everything
     assert "mon" not in probe.target
 

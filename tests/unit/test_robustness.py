@@ -11,8 +11,8 @@ import pytest
 from prometheus_client import CollectorRegistry
 from sqlalchemy import Engine, create_engine, text
 
-import exporter
-from exporter import acquire, runtime
+import sqlalchemy_pool_exporter
+from sqlalchemy_pool_exporter.instrumentation import acquire, runtime
 
 
 def test_bookkeeping_error_never_reaches_the_app(
@@ -22,13 +22,13 @@ def test_bookkeeping_error_never_reaches_the_app(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     engine = make_engine()
-    exporter.instrument(engine, name="broken", registry=registry)
+    sqlalchemy_pool_exporter.instrument(engine, name="broken", registry=registry)
 
     def boom() -> int:
         raise RuntimeError("bookkeeping failed")
 
     monkeypatch.setattr(acquire, "get_ident", boom)
-    caplog.set_level(logging.ERROR, logger="exporter")
+    caplog.set_level(logging.ERROR, logger="sqlalchemy_pool_exporter")
     for _ in range(3):
         with engine.connect() as conn:
             assert conn.execute(text("SELECT 42")).scalar() == 42
@@ -40,7 +40,7 @@ def test_bookkeeping_error_never_reaches_the_app(
 
 def test_instrument_rejects_what_is_not_an_engine() -> None:
     with pytest.raises(TypeError, match="takes a sqlalchemy Engine or AsyncEngine, not str"):
-        exporter.instrument("sqlite://")
+        sqlalchemy_pool_exporter.instrument("sqlite://")
 
 
 @pytest.mark.parametrize(
@@ -56,11 +56,11 @@ def test_bad_options_raise_one_clear_error_and_change_nothing(
     kwargs: dict[str, object], message: str
 ) -> None:
     engine = create_engine("sqlite://")
-    count = len(exporter.instrumentations())
+    count = len(sqlalchemy_pool_exporter.instrumentations())
     with pytest.raises(ValueError, match=message) as info:
-        exporter.instrument(engine, **kwargs)  # type: ignore[arg-type]
+        sqlalchemy_pool_exporter.instrument(engine, **kwargs)  # type: ignore[arg-type]
     assert "\n" not in str(info.value)
-    assert len(exporter.instrumentations()) == count
+    assert len(sqlalchemy_pool_exporter.instrumentations()) == count
     assert "connect" not in engine.pool.__dict__
 
 
@@ -70,8 +70,8 @@ def test_bad_environment_is_logged_and_ignored(
     make_engine: Callable[..., Engine],
 ) -> None:
     monkeypatch.setenv("POOL_EXPORTER_LEAK_THRESHOLD", "soon")
-    caplog.set_level(logging.ERROR, logger="exporter")
-    stats = exporter.instrument(make_engine(), name="env", registry=None)
+    caplog.set_level(logging.ERROR, logger="sqlalchemy_pool_exporter")
+    stats = sqlalchemy_pool_exporter.instrument(make_engine(), name="env", registry=None)
     assert stats.leak_threshold == 30.0
     [record] = [
         r for r in caplog.records if "ignoring invalid exporter environment" in r.getMessage()
@@ -83,9 +83,11 @@ def test_environment_sets_options(
     monkeypatch: pytest.MonkeyPatch, make_engine: Callable[..., Engine]
 ) -> None:
     monkeypatch.setenv("POOL_EXPORTER_LEAK_THRESHOLD", "2.5")
-    stats = exporter.instrument(make_engine(), name="env2", registry=None)
+    stats = sqlalchemy_pool_exporter.instrument(make_engine(), name="env2", registry=None)
     assert stats.leak_threshold == 2.5
-    other = exporter.instrument(make_engine(), name="env3", registry=None, leak_threshold=0)
+    other = sqlalchemy_pool_exporter.instrument(
+        make_engine(), name="env3", registry=None, leak_threshold=0
+    )
     assert other.leak_threshold == 0  # arguments win over the environment
 
 
@@ -93,9 +95,11 @@ def test_embedded_http_server_serves_pool_metrics(
     make_engine: Callable[..., Engine], registry: CollectorRegistry
 ) -> None:
     engine = make_engine()
-    exporter.instrument(engine, name="http", registry=registry)
+    sqlalchemy_pool_exporter.instrument(engine, name="http", registry=registry)
     engine.raw_connection().close()
-    server, _thread = exporter.start_http_server(0, addr="127.0.0.1", registry=registry)
+    server, _thread = sqlalchemy_pool_exporter.start_http_server(
+        0, addr="127.0.0.1", registry=registry
+    )
     try:
         port = server.server_address[1]
         body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
@@ -110,7 +114,7 @@ def test_forked_child_starts_from_zero_with_its_own_identity(
     make_engine: Callable[..., Engine], registry: CollectorRegistry
 ) -> None:
     engine = make_engine()
-    stats = exporter.instrument(engine, name="fork", registry=registry)
+    stats = sqlalchemy_pool_exporter.instrument(engine, name="fork", registry=registry)
     for _ in range(5):
         engine.raw_connection().close()
     parent_identity = runtime.identity().instance
@@ -143,14 +147,14 @@ def test_dropped_engine_is_forgotten_with_its_stats(registry: CollectorRegistry)
     import weakref
 
     engine = create_engine("sqlite://")
-    exporter.instrument(engine, name="dropped", registry=registry)
+    sqlalchemy_pool_exporter.instrument(engine, name="dropped", registry=registry)
     engine.raw_connection().close()
     assert registry.get_sample_value("sqlalchemy_pool_checkouts_total", {"pool": "dropped"}) == 1
     ref = weakref.ref(engine)
     del engine
     gc.collect()
     assert ref() is None
-    assert all(i.stats.name != "dropped" for i in exporter.instrumentations())
+    assert all(i.stats.name != "dropped" for i in sqlalchemy_pool_exporter.instrumentations())
     assert registry.get_sample_value("sqlalchemy_pool_checkouts_total", {"pool": "dropped"}) is None
 
 
@@ -162,6 +166,8 @@ def test_instrumenting_never_configures_logging_globally(
     root = logging.getLogger()
     handlers, level = list(root.handlers), root.level
     config = structlog.get_config()
-    exporter.instrument(make_engine(), name="quiet", registry=None, leak_threshold=0.01)
+    sqlalchemy_pool_exporter.instrument(
+        make_engine(), name="quiet", registry=None, leak_threshold=0.01
+    )
     assert root.handlers == handlers and root.level == level
     assert structlog.get_config() == config

@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 
-from exporter.settings import SidecarSettings
-from exporter.sidecar import Sidecar
-from exporter.sidecar.views import aggregated_items, api_document, per_process_items
+from sqlalchemy_pool_exporter.sidecar.server import Sidecar
+from sqlalchemy_pool_exporter.sidecar.settings import SidecarSettings
+from sqlalchemy_pool_exporter.sidecar.views import aggregated_items, api_document, per_process_items
 from tests.unit.sidecar_payloads import encode, payload, pool
 
 
@@ -61,12 +61,42 @@ def test_counters_sum_over_processes_and_keep_retired(sc: Sidecar) -> None:
 
 
 def test_gauges_sum_and_max_as_spec_says(sc: Sidecar) -> None:
-    push(sc, "a", pools={"db": pool(gauges={
-        "checked_out": 2, "idle": 3, "pending": 1, "overflow": 0, "utilization_ratio": 2 / 15,
-        "peak_utilization_ratio": 0.5, "oldest_checkout_seconds": 4.0, "leaked_connections": 1})})
-    push(sc, "b", pools={"db": pool(gauges={
-        "checked_out": 5, "idle": 0, "pending": 2, "overflow": 1, "utilization_ratio": 5 / 15,
-        "peak_utilization_ratio": 0.4, "oldest_checkout_seconds": 9.5, "leaked_connections": 0})})
+    push(
+        sc,
+        "a",
+        pools={
+            "db": pool(
+                gauges={
+                    "checked_out": 2,
+                    "idle": 3,
+                    "pending": 1,
+                    "overflow": 0,
+                    "utilization_ratio": 2 / 15,
+                    "peak_utilization_ratio": 0.5,
+                    "oldest_checkout_seconds": 4.0,
+                    "leaked_connections": 1,
+                }
+            )
+        },
+    )
+    push(
+        sc,
+        "b",
+        pools={
+            "db": pool(
+                gauges={
+                    "checked_out": 5,
+                    "idle": 0,
+                    "pending": 2,
+                    "overflow": 1,
+                    "utilization_ratio": 5 / 15,
+                    "peak_utilization_ratio": 0.4,
+                    "oldest_checkout_seconds": 9.5,
+                    "leaked_connections": 0,
+                }
+            )
+        },
+    )
     g = agg(sc)["gauges"]
     assert (g["checked_out"], g["idle"], g["pending"], g["overflow"]) == (7, 3, 3, 1)
     assert (g["size"], g["max_overflow"], g["max_connections"]) == (10, 20, 30)
@@ -78,9 +108,20 @@ def test_gauges_sum_and_max_as_spec_says(sc: Sidecar) -> None:
 
 def test_max_connections_absent_when_any_live_pool_is_unbounded(sc: Sidecar) -> None:
     push(sc, "a")
-    push(sc, "b", pools={"db": pool(gauges={"max_overflow": -1, "max_connections": None,
-                                            "utilization_ratio": None,
-                                            "peak_utilization_ratio": None})})
+    push(
+        sc,
+        "b",
+        pools={
+            "db": pool(
+                gauges={
+                    "max_overflow": -1,
+                    "max_connections": None,
+                    "utilization_ratio": None,
+                    "peak_utilization_ratio": None,
+                }
+            )
+        },
+    )
     g = agg(sc)["gauges"]
     assert g["max_connections"] is None
     assert g["max_overflow"] == -1
@@ -89,9 +130,10 @@ def test_max_connections_absent_when_any_live_pool_is_unbounded(sc: Sidecar) -> 
     assert agg(sc)["gauges"]["max_connections"] == 15
 
 
-def test_expiry_after_factor_times_own_interval(sc: Sidecar, clock: Clock,
-                                                 caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level("INFO", logger="exporter")
+def test_expiry_after_factor_times_own_interval(
+    sc: Sidecar, clock: Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("INFO", logger="sqlalchemy_pool_exporter")
     push(sc, "fast", interval=1.0, pools={"db": pool(checkouts=5, gauges={"checked_out": 1})})
     push(sc, "slow", interval=10.0, pools={"db": pool(checkouts=2, gauges={"checked_out": 2})})
     clock.now += 3.0
@@ -163,18 +205,22 @@ def test_per_process_items_label_processes_and_retired(clock: Clock) -> None:
 
 
 def test_api_document_lists_processes_held_connections_and_sites(sc: Sidecar) -> None:
-    held = [{"age_seconds": 40.0, "site": "app/views.py:42 in order", "thread": "w-1",
-             "leaked": True},
-            {"age_seconds": 1.0, "site": "app/views.py:10 in index", "thread": "w-2",
-             "leaked": False}]
+    held = [
+        {"age_seconds": 40.0, "site": "app/views.py:42 in order", "thread": "w-1", "leaked": True},
+        {"age_seconds": 1.0, "site": "app/views.py:10 in index", "thread": "w-2", "leaked": False},
+    ]
     push(sc, "a", pid=7, pools={"db": pool(held=held)})
     push(sc, "b", pid=8, pools={"db": pool(held=held[:1])})
     doc = api_document(sc.aggregator)
     assert [p["process"] for p in doc["processes"]] == ["web-1/7", "web-1/8"]
     (entry,) = doc["pools"]
     assert (entry["app"], entry["pool"], entry["processes"]) == ("shop", "db", 2)
-    assert entry["sites"][0] == {"site": "app/views.py:42 in order", "held": 2, "leaked": 2,
-                                 "oldest_seconds": 40.0}
+    assert entry["sites"][0] == {
+        "site": "app/views.py:42 in order",
+        "held": 2,
+        "leaked": 2,
+        "oldest_seconds": 40.0,
+    }
     assert [h["age_seconds"] for h in entry["held"]] == [40.0, 40.0, 1.0]
 
 

@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from exporter.settings import SidecarSettings
-from exporter.sidecar import Sidecar
-from exporter.sidecar.views import aggregated_items
+from sqlalchemy_pool_exporter.sidecar.server import Sidecar
+from sqlalchemy_pool_exporter.sidecar.settings import SidecarSettings
+from sqlalchemy_pool_exporter.sidecar.views import aggregated_items
 from tests.unit.sidecar_payloads import BUCKETS, encode, histogram, mutate, payload, pool
 
 TOKEN = "s3cret-token"
@@ -20,9 +20,15 @@ GOOD = payload("a", seq=5, pools={"db": pool(checkouts=10)})
 
 @pytest.fixture(scope="module")
 def sc() -> Iterator[Sidecar]:
-    settings = SidecarSettings(listen="127.0.0.1:0", push_listen="127.0.0.1:0", token=TOKEN,
-                               max_pools=4, max_body_bytes=64 * 1024, max_label_length=64,
-                               max_processes=2)
+    settings = SidecarSettings(
+        listen="127.0.0.1:0",
+        push_listen="127.0.0.1:0",
+        token=TOKEN,
+        max_pools=4,
+        max_body_bytes=64 * 1024,
+        max_label_length=64,
+        max_processes=2,
+    )
     sidecar = Sidecar(settings).start()
     for doc in (GOOD, payload("b", seq=1, pools={"db": pool(checkouts=1)})):
         assert post(sidecar, encode(doc))[0] == 200
@@ -30,8 +36,9 @@ def sc() -> Iterator[Sidecar]:
     sidecar.stop()
 
 
-def post(sc: Sidecar, body: bytes, *, token: str | None = TOKEN,
-         length: bool = True) -> tuple[int, dict[str, Any], bytes]:
+def post(
+    sc: Sidecar, body: bytes, *, token: str | None = TOKEN, length: bool = True
+) -> tuple[int, dict[str, Any], bytes]:
     conn = http.client.HTTPConnection(*sc.push_address, timeout=10)
     try:
         conn.putrequest("POST", "/v1/push")
@@ -73,63 +80,168 @@ CASES: list[tuple[str, bytes, int, str, str]] = [
     ("array", b"[1, 2]", 400, "malformed_json", "body is not a JSON object"),
     ("empty", b"", 400, "malformed_json", "body is not valid JSON"),
     ("schema 2", encode(GOOD | {"schema": 2}), 400, "schema_version", "schema must be 1"),
-    ("schema missing", encode(mutate(GOOD, ["schema"], ...)), 400, "schema_version",
-     "schema must be 1"),
-    ("schema as string", encode(GOOD | {"schema": "1"}), 400, "schema_version",
-     "schema must be 1"),
-    ("NaN", encode(mutate(GOOD, [*G, "histograms", "wait_seconds", "sum"], 1.5)).replace(
-        b"1.5", b"NaN"), 400, "invalid_value", "body: NaN and Infinity are not allowed"),
-    ("overflowing float", encode(mutate(GOOD, [*G, "gauges", "oldest_checkout_seconds"], 1.25)
-                                 ).replace(b"1.25", b"1e999"), 400, "invalid_value",
-     "pools['db'].gauges.oldest_checkout_seconds: expected a finite non-negative number"),
-    ("negative counter", encode(mutate(GOOD, [*G, "counters", "checkouts"], -1)), 400,
-     "invalid_value", "pools['db'].counters.checkouts: expected a non-negative integer"),
-    ("fractional counter", encode(mutate(GOOD, [*G, "counters", "leaks"], 1.5)), 400,
-     "invalid_value", "pools['db'].counters.leaks: expected a non-negative integer"),
-    ("boolean counter", encode(mutate(GOOD, [*G, "counters", "leaks"], True)), 400,
-     "invalid_value", "pools['db'].counters.leaks: expected a non-negative integer"),
-    ("missing counter", encode(mutate(GOOD, [*G, "counters", "gc_reclaimed"], ...)), 400,
-     "invalid_value", "pools['db'].counters.gc_reclaimed: expected a non-negative integer"),
-    ("negative gauge", encode(mutate(GOOD, [*G, "gauges", "pending"], -2)), 400,
-     "invalid_value", "pools['db'].gauges.pending: expected a non-negative integer"),
-    ("zero interval", encode(GOOD | {"interval": 0}), 400, "invalid_value",
-     "interval: expected seconds in (0, 3600]"),
-    ("pools not an object", encode(GOOD | {"pools": []}), 400, "invalid_value",
-     "pools: expected an object"),
-    ("long app", encode(mutate(GOOD, ["process", "app"], "x" * 65)), 400, "label_too_long",
-     "process.app: longer than 64 characters"),
-    ("long pool name", encode(GOOD | {"pools": {"p" * 65: pool()}}), 400, "label_too_long",
-     "pool name: longer than 64 characters"),
-    ("long info value", encode(mutate(GOOD, [*G, "info", "host"], "h" * 65)), 400,
-     "label_too_long", "pools['db'].info.host: longer than 64 characters"),
+    (
+        "schema missing",
+        encode(mutate(GOOD, ["schema"], ...)),
+        400,
+        "schema_version",
+        "schema must be 1",
+    ),
+    ("schema as string", encode(GOOD | {"schema": "1"}), 400, "schema_version", "schema must be 1"),
+    (
+        "NaN",
+        encode(mutate(GOOD, [*G, "histograms", "wait_seconds", "sum"], 1.5)).replace(
+            b"1.5", b"NaN"
+        ),
+        400,
+        "invalid_value",
+        "body: NaN and Infinity are not allowed",
+    ),
+    (
+        "overflowing float",
+        encode(mutate(GOOD, [*G, "gauges", "oldest_checkout_seconds"], 1.25)).replace(
+            b"1.25", b"1e999"
+        ),
+        400,
+        "invalid_value",
+        "pools['db'].gauges.oldest_checkout_seconds: expected a finite non-negative number",
+    ),
+    (
+        "negative counter",
+        encode(mutate(GOOD, [*G, "counters", "checkouts"], -1)),
+        400,
+        "invalid_value",
+        "pools['db'].counters.checkouts: expected a non-negative integer",
+    ),
+    (
+        "fractional counter",
+        encode(mutate(GOOD, [*G, "counters", "leaks"], 1.5)),
+        400,
+        "invalid_value",
+        "pools['db'].counters.leaks: expected a non-negative integer",
+    ),
+    (
+        "boolean counter",
+        encode(mutate(GOOD, [*G, "counters", "leaks"], True)),
+        400,
+        "invalid_value",
+        "pools['db'].counters.leaks: expected a non-negative integer",
+    ),
+    (
+        "missing counter",
+        encode(mutate(GOOD, [*G, "counters", "gc_reclaimed"], ...)),
+        400,
+        "invalid_value",
+        "pools['db'].counters.gc_reclaimed: expected a non-negative integer",
+    ),
+    (
+        "negative gauge",
+        encode(mutate(GOOD, [*G, "gauges", "pending"], -2)),
+        400,
+        "invalid_value",
+        "pools['db'].gauges.pending: expected a non-negative integer",
+    ),
+    (
+        "zero interval",
+        encode(GOOD | {"interval": 0}),
+        400,
+        "invalid_value",
+        "interval: expected seconds in (0, 3600]",
+    ),
+    (
+        "pools not an object",
+        encode(GOOD | {"pools": []}),
+        400,
+        "invalid_value",
+        "pools: expected an object",
+    ),
+    (
+        "long app",
+        encode(mutate(GOOD, ["process", "app"], "x" * 65)),
+        400,
+        "label_too_long",
+        "process.app: longer than 64 characters",
+    ),
+    (
+        "long pool name",
+        encode(GOOD | {"pools": {"p" * 65: pool()}}),
+        400,
+        "label_too_long",
+        "pool name: longer than 64 characters",
+    ),
+    (
+        "long info value",
+        encode(mutate(GOOD, [*G, "info", "host"], "h" * 65)),
+        400,
+        "label_too_long",
+        "pools['db'].info.host: longer than 64 characters",
+    ),
     ("too many pools", encode(with_pools(5)), 400, "too_many_pools", "more than 4 pools"),
-    ("body too large", b" " * (64 * 1024 + 1), 413, "body_too_large",
-     "body over 65536 bytes"),
-    ("other bucket layout", encode(bad_hist(**histogram(buckets=[0.1, 1.0]))), 400,
-     "bucket_layout", "histogram buckets of pool 'db' differ from the ones already seen"),
-    ("unsorted buckets", encode(bad_hist(buckets=[1.0, 0.5, *BUCKETS[2:]])), 400,
-     "invalid_value", "pools['db'].histograms.use_seconds.buckets: bounds must be positive "
-     "and strictly increasing"),
-    ("decreasing counts", encode(bad_hist(counts=[2, 1] + [1] * (len(BUCKETS) - 1), count=1)),
-     400, "invalid_value",
-     "pools['db'].histograms.use_seconds.counts: cumulative counts must not decrease"),
-    ("count mismatch", encode(bad_hist(count=3)), 400, "invalid_value",
-     "pools['db'].histograms.use_seconds.count: must equal the +Inf bucket count"),
-    ("counts too short", encode(bad_hist(counts=[0])), 400, "invalid_value",
-     "pools['db'].histograms.use_seconds.counts: expected one count per bound plus +Inf"),
-    ("duplicate seq", encode(GOOD), 409, "stale_sequence",
-     "seq 5 is not above 5 for this process"),
-    ("older seq", encode(GOOD | {"seq": 4}), 409, "stale_sequence",
-     "seq 4 is not above 5 for this process"),
-    ("instance changes app", encode(payload("a", seq=6, app="other", pools={"db": pool(
-        checkouts=10)})), 400, "identity_changed", "process.app changed for this instance"),
-    ("one process too many", encode(payload("c")), 429, "too_many_processes",
-     "more than 2 live processes"),
+    ("body too large", b" " * (64 * 1024 + 1), 413, "body_too_large", "body over 65536 bytes"),
+    (
+        "other bucket layout",
+        encode(bad_hist(**histogram(buckets=[0.1, 1.0]))),
+        400,
+        "bucket_layout",
+        "histogram buckets of pool 'db' differ from the ones already seen",
+    ),
+    (
+        "unsorted buckets",
+        encode(bad_hist(buckets=[1.0, 0.5, *BUCKETS[2:]])),
+        400,
+        "invalid_value",
+        "pools['db'].histograms.use_seconds.buckets: bounds must be positive "
+        "and strictly increasing",
+    ),
+    (
+        "decreasing counts",
+        encode(bad_hist(counts=[2, 1] + [1] * (len(BUCKETS) - 1), count=1)),
+        400,
+        "invalid_value",
+        "pools['db'].histograms.use_seconds.counts: cumulative counts must not decrease",
+    ),
+    (
+        "count mismatch",
+        encode(bad_hist(count=3)),
+        400,
+        "invalid_value",
+        "pools['db'].histograms.use_seconds.count: must equal the +Inf bucket count",
+    ),
+    (
+        "counts too short",
+        encode(bad_hist(counts=[0])),
+        400,
+        "invalid_value",
+        "pools['db'].histograms.use_seconds.counts: expected one count per bound plus +Inf",
+    ),
+    ("duplicate seq", encode(GOOD), 409, "stale_sequence", "seq 5 is not above 5 for this process"),
+    (
+        "older seq",
+        encode(GOOD | {"seq": 4}),
+        409,
+        "stale_sequence",
+        "seq 4 is not above 5 for this process",
+    ),
+    (
+        "instance changes app",
+        encode(payload("a", seq=6, app="other", pools={"db": pool(checkouts=10)})),
+        400,
+        "identity_changed",
+        "process.app changed for this instance",
+    ),
+    (
+        "one process too many",
+        encode(payload("c")),
+        429,
+        "too_many_processes",
+        "more than 2 live processes",
+    ),
 ]
 
 
-@pytest.mark.parametrize(("body", "status", "reason", "error"),
-                         [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+@pytest.mark.parametrize(
+    ("body", "status", "reason", "error"), [c[1:] for c in CASES], ids=[c[0] for c in CASES]
+)
 def test_bad_push_is_rejected_counted_and_changes_nothing(
     sc: Sidecar, body: bytes, status: int, reason: str, error: str
 ) -> None:
@@ -146,8 +258,9 @@ def test_bad_push_is_rejected_counted_and_changes_nothing(
 def test_push_without_the_token_is_unauthorized(sc: Sidecar, token: str | None) -> None:
     before = state(sc)
     count = sc.counters.rejected["unauthorized"]
-    status, doc, _ = post(sc, encode(payload("a", seq=99, pools={"db": pool(checkouts=50)})),
-                          token=token)
+    status, doc, _ = post(
+        sc, encode(payload("a", seq=99, pools={"db": pool(checkouts=50)})), token=token
+    )
     assert (status, doc) == (401, {"error": "missing or wrong bearer token"})
     assert state(sc) == before
     assert sc.counters.rejected["unauthorized"] == count + 1
@@ -165,13 +278,17 @@ def test_wrong_paths_and_methods(sc: Sidecar) -> None:
     conn.request("GET", "/v1/push")
     response = conn.getresponse()
     assert (response.status, json.loads(response.read())) == (
-        405, {"error": "POST pushes to /v1/push"})
+        405,
+        {"error": "POST pushes to /v1/push"},
+    )
     conn.close()
     conn = http.client.HTTPConnection(*sc.metrics_address, timeout=10)
     conn.request("GET", "/nothing")
     response = conn.getresponse()
     assert (response.status, json.loads(response.read())) == (
-        404, {"error": "no such path '/nothing'"})
+        404,
+        {"error": "no such path '/nothing'"},
+    )
     conn.close()
 
 

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from exporter.cli import build_parser
-from exporter.settings import SidecarSettings
-from exporter.sidecar.command import load
+from sqlalchemy_pool_exporter.cli import build_parser
+from sqlalchemy_pool_exporter.sidecar.command import load
+from sqlalchemy_pool_exporter.sidecar.settings import SidecarSettings
 from tests.unit.sidecar_payloads import encode, payload, pool
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -24,8 +24,11 @@ ROOT = Path(__file__).resolve().parents[2]
 def serve(*flags: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
     clean = {k: v for k, v in os.environ.items() if not k.startswith("POOL_EXPORTER_")}
     return subprocess.Popen(
-        [sys.executable, "-m", "exporter", "serve", "--log-format", "json", *flags],
-        stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT,
+        [sys.executable, "-m", "sqlalchemy_pool_exporter", "serve", "--log-format", "json", *flags],
+        stderr=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
         env={**clean, **(env or {})},
     )
 
@@ -34,8 +37,11 @@ def test_every_setting_is_a_flag() -> None:
     parser = build_parser()
     for name in SidecarSettings.model_fields:
         flag = "--" + name.replace("_", "-")
-        assert any(flag in a.option_strings for sub in parser._subparsers._group_actions  # type: ignore[union-attr]
-                   for a in sub.choices["serve"]._actions), flag  # type: ignore[attr-defined]
+        assert any(
+            flag in a.option_strings
+            for sub in parser._subparsers._group_actions  # type: ignore[union-attr]
+            for a in sub.choices["serve"]._actions
+        ), flag  # type: ignore[attr-defined]
 
 
 def test_flags_override_environment(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -52,23 +58,42 @@ def test_flags_override_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.mark.parametrize(
     ("flags", "env", "line"),
     [
-        (["--max-body-bytes", "12"], {}, "invalid setting POOL_EXPORTER_MAX_BODY_BYTES "
-         "(max_body_bytes): Input should be greater than or equal to 1024"),
-        ([], {"POOL_EXPORTER_LISTEN": "nowhere"}, "invalid setting POOL_EXPORTER_LISTEN "
-         "(listen): expected host:port, got 'nowhere'"),
-        (["--log-format", "xml", "--token", "hunter2"], {}, "invalid setting "
-         "POOL_EXPORTER_LOG_FORMAT (log_format): String should match pattern "
-         "'^(auto|json|console)$'"),
-        (["--database-url", "mysql://app:hunter2@db/shop"], {}, "invalid setting "
-         "POOL_EXPORTER_DATABASE_URL (database_url): database probe supports PostgreSQL "
-         "only, not 'mysql'"),
-        ([], {"POOL_EXPORTER_DATABASE_URL": "host=db password=hunter2 = broken"},
-         "invalid setting POOL_EXPORTER_DATABASE_URL (database_url): database URL is not "
-         "a valid URL or libpq DSN"),
+        (
+            ["--max-body-bytes", "12"],
+            {},
+            "invalid setting POOL_EXPORTER_MAX_BODY_BYTES "
+            "(max_body_bytes): Input should be greater than or equal to 1024",
+        ),
+        (
+            [],
+            {"POOL_EXPORTER_LISTEN": "nowhere"},
+            "invalid setting POOL_EXPORTER_LISTEN (listen): expected host:port, got 'nowhere'",
+        ),
+        (
+            ["--log-format", "xml", "--token", "hunter2"],
+            {},
+            "invalid setting "
+            "POOL_EXPORTER_LOG_FORMAT (log_format): String should match pattern "
+            "'^(auto|json|console)$'",
+        ),
+        (
+            ["--database-url", "mysql://app:hunter2@db/shop"],
+            {},
+            "invalid setting "
+            "POOL_EXPORTER_DATABASE_URL (database_url): database probe supports PostgreSQL "
+            "only, not 'mysql'",
+        ),
+        (
+            [],
+            {"POOL_EXPORTER_DATABASE_URL": "host=db password=hunter2 = broken"},
+            "invalid setting POOL_EXPORTER_DATABASE_URL (database_url): database URL is not "
+            "a valid URL or libpq DSN",
+        ),
     ],
 )
-def test_invalid_setting_exits_2_with_one_line(flags: list[str], env: dict[str, str],
-                                                line: str) -> None:
+def test_invalid_setting_exits_2_with_one_line(
+    flags: list[str], env: dict[str, str], line: str
+) -> None:
     proc = serve(*flags, env=env)
     out, err = proc.communicate(timeout=30)
     assert proc.returncode == 2
@@ -84,8 +109,11 @@ def test_serve_listens_on_port_0_logs_addresses_and_stops_on_sigterm() -> None:
     assert event["metrics"].startswith("http://127.0.0.1:")
     assert event["push"].startswith("http://127.0.0.1:") and event["push"].endswith("/v1/push")
     request = urllib.request.Request(
-        event["push"], data=encode(payload("a", pools={"db": pool(checkouts=2)})),
-        headers={"Authorization": "Bearer hunter2"}, method="POST")
+        event["push"],
+        data=encode(payload("a", pools={"db": pool(checkouts=2)})),
+        headers={"Authorization": "Bearer hunter2"},
+        method="POST",
+    )
     with urllib.request.urlopen(request, timeout=10) as response:
         assert response.status == 200
     with urllib.request.urlopen(event["metrics"] + "/metrics", timeout=10) as response:
@@ -116,8 +144,15 @@ def test_database_probe_joins_metrics_and_its_url_is_never_logged() -> None:
         closed.bind(("127.0.0.1", 0))
         port = closed.getsockname()[1]
     url = f"postgresql://app:pw-secret@127.0.0.1:{port}/shop"
-    proc = serve("--listen", "127.0.0.1:0", "--push-listen", "127.0.0.1:0",
-                 "--probe-interval", "0.2", env={"POOL_EXPORTER_DATABASE_URL": url})
+    proc = serve(
+        "--listen",
+        "127.0.0.1:0",
+        "--push-listen",
+        "127.0.0.1:0",
+        "--probe-interval",
+        "0.2",
+        env={"POOL_EXPORTER_DATABASE_URL": url},
+    )
     assert proc.stderr is not None
     event = json.loads(proc.stderr.readline())  # the first line, before the probe's own
     assert (event["event"], event["probe"]) == ("listening", True)
@@ -135,8 +170,13 @@ def test_sigterm_right_after_the_listening_line_is_a_clean_stop() -> None:
     # while the probe is still starting: that must be a clean stop, never a kill.
     url = "postgresql://app:pw@127.0.0.1:9/shop"
     for _ in range(5):
-        proc = serve("--listen", "127.0.0.1:0", "--push-listen", "127.0.0.1:0",
-                     env={"POOL_EXPORTER_DATABASE_URL": url})
+        proc = serve(
+            "--listen",
+            "127.0.0.1:0",
+            "--push-listen",
+            "127.0.0.1:0",
+            env={"POOL_EXPORTER_DATABASE_URL": url},
+        )
         assert proc.stderr is not None
         assert json.loads(proc.stderr.readline())["event"] == "listening"
         proc.send_signal(signal.SIGTERM)

@@ -16,15 +16,33 @@ import urllib.error
 import urllib.request
 from typing import Any
 
-from exporter.settings import SidecarSettings
-from exporter.sidecar import Sidecar
-from exporter.sidecar.aggregator import SUM_GAUGES
-from exporter.sidecar.totals import Totals
-from exporter.sidecar.views import aggregated_items
+from sqlalchemy_pool_exporter.protocol.catalog import SUM_GAUGES
+from sqlalchemy_pool_exporter.sidecar.server import Sidecar
+from sqlalchemy_pool_exporter.sidecar.settings import SidecarSettings
+from sqlalchemy_pool_exporter.sidecar.totals import Totals
+from sqlalchemy_pool_exporter.sidecar.views import aggregated_items
 from tests.unit.sidecar_payloads import payload, pool
 
-WEIRD: list[Any] = [-1, -0.5, 0, 1.5, 2**70, 1e308, True, False, None, "", "x" * 300, [],
-                    {}, [1, 2], {"a": 1}, "NaN", 3, 10**6]
+WEIRD: list[Any] = [
+    -1,
+    -0.5,
+    0,
+    1.5,
+    2**70,
+    1e308,
+    True,
+    False,
+    None,
+    "",
+    "x" * 300,
+    [],
+    {},
+    [1, 2],
+    {"a": 1},
+    "NaN",
+    3,
+    10**6,
+]
 OK_STATUSES = {200, 400, 401, 409, 411, 413, 429}
 
 
@@ -84,8 +102,14 @@ class Driver:
         for name in names:
             n = self.count[(inst, name)] = self.count.get((inst, name), 0) + self.rng.randint(0, 3)
             pools[name] = pool(checkouts=n, gauges={"checked_out": n % 4})
-        return payload(inst, seq=self.seq[inst], pools=pools, interval=0.5,
-                       final=self.rng.random() < 0.03, pid=int(inst[1:]))
+        return payload(
+            inst,
+            seq=self.seq[inst],
+            pools=pools,
+            interval=0.5,
+            final=self.rng.random() < 0.03,
+            pid=int(inst[1:]),
+        )
 
 
 def check_consistent(sc: Sidecar, before: dict[tuple[str, str], int]) -> None:
@@ -137,8 +161,9 @@ def test_ten_thousand_mutated_pushes_in_process() -> None:
 
 def test_mutated_pushes_and_garbage_over_http() -> None:
     rng = random.Random(7)
-    sc = Sidecar(SidecarSettings(listen="127.0.0.1:0", push_listen="127.0.0.1:0",
-                                 max_body_bytes=8192)).start()
+    sc = Sidecar(
+        SidecarSettings(listen="127.0.0.1:0", push_listen="127.0.0.1:0", max_body_bytes=8192)
+    ).start()
     try:
         driver = Driver(rng)
         before: dict[tuple[str, str], int] = {}
@@ -155,8 +180,9 @@ def test_mutated_pushes_and_garbage_over_http() -> None:
             assert status in OK_STATUSES
         for _ in range(100):  # raw garbage on the socket: bad request lines, bad headers
             with socket.create_connection(sc.push_address, timeout=5) as raw:
-                raw.sendall(bytes(rng.getrandbits(8) for _ in range(rng.randint(1, 300)))
-                            + b"\r\n\r\n")
+                raw.sendall(
+                    bytes(rng.getrandbits(8) for _ in range(rng.randint(1, 300))) + b"\r\n\r\n"
+                )
                 with contextlib.suppress(TimeoutError):
                     raw.recv(1024)
         check_consistent(sc, before)

@@ -9,9 +9,9 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from exporter.settings import SidecarSettings
-from exporter.sidecar import Sidecar
-from exporter.sidecar.views import aggregated_items
+from sqlalchemy_pool_exporter.sidecar.server import Sidecar
+from sqlalchemy_pool_exporter.sidecar.settings import SidecarSettings
+from sqlalchemy_pool_exporter.sidecar.views import aggregated_items
 from tests.unit.sidecar_payloads import encode, payload, pool
 
 PROCS = ["p0", "p1", "p2", "p3"]
@@ -35,17 +35,20 @@ class Model:
 def doc_for(name: str, m: Model, final: bool = False) -> dict[str, Any]:
     m.seq += 1
     pools = {
-        p: pool(checkouts=m.counts[p][1], counters={"leaks": m.counts[p][2]},
-                gauges={"checked_out": m.counts[p][1] % 3})
+        p: pool(
+            checkouts=m.counts[p][1],
+            counters={"leaks": m.counts[p][2]},
+            gauges={"checked_out": m.counts[p][1] % 3},
+        )
         for p in sorted(m.reporting)
     }
-    return payload(name, seq=m.seq, pools=pools, final=final, interval=INTERVAL,
-                   pid=PROCS.index(name))
+    return payload(
+        name, seq=m.seq, pools=pools, final=final, interval=INTERVAL, pid=PROCS.index(name)
+    )
 
 
 OPS = st.one_of(
-    st.tuples(st.just("count"), st.sampled_from(PROCS), st.sampled_from(POOLS),
-              st.integers(0, 5)),
+    st.tuples(st.just("count"), st.sampled_from(PROCS), st.sampled_from(POOLS), st.integers(0, 5)),
     st.tuples(st.just("push"), st.sampled_from(PROCS)),
     st.tuples(st.just("duplicate"), st.sampled_from(PROCS)),
     st.tuples(st.just("old"), st.sampled_from(PROCS), st.integers(2, 5)),
@@ -126,14 +129,21 @@ def test_counters_are_monotone_and_exact(ops: list[tuple[Any, ...]]) -> None:
         check(sc, clock, models, accepted, previous)
 
 
-def check(sc: Sidecar, clock: Clock, models: dict[str, Model],
-          accepted: dict[tuple[str, str, int], tuple[int, int]],
-          previous: dict[tuple[str, str], tuple[int, int, int]]) -> None:
+def check(
+    sc: Sidecar,
+    clock: Clock,
+    models: dict[str, Model],
+    accepted: dict[tuple[str, str, int], tuple[int, int]],
+    previous: dict[tuple[str, str], tuple[int, int, int]],
+) -> None:
     sc.aggregator.expire()
     items, counts = aggregated_items(sc.aggregator)
     got = dict(items)
-    live = {n for n, m in models.items() if m.sent and not m.dead
-            and clock.now - (m.last_seen or 0) <= 3 * INTERVAL}
+    live = {
+        n
+        for n, m in models.items()
+        if m.sent and not m.dead and clock.now - (m.last_seen or 0) <= 3 * INTERVAL
+    }
     processes = {(a, p): n for a, p, n in counts}
     for p in POOLS:
         if ("shop", p) not in got:
@@ -153,5 +163,6 @@ def check(sc: Sidecar, clock: Clock, models: dict[str, Model],
         reporting = [n for n in live if p in models[n].sent[-1]["pools"]]
         assert processes[("shop", p)] == len(reporting)
         assert item["gauges"]["checked_out"] == sum(
-            models[n].sent[-1]["pools"][p]["gauges"]["checked_out"] for n in reporting)
+            models[n].sent[-1]["pools"][p]["gauges"]["checked_out"] for n in reporting
+        )
     assert sc.aggregator.live_count() == len(live)

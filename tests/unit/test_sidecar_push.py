@@ -5,22 +5,20 @@ from __future__ import annotations
 import os
 import signal
 import socket
-import sys
 import threading
 import time
 
 from sqlalchemy import create_engine, text
 
-import exporter
-from exporter.push import Pusher
-from exporter.runtime import identity
-
-instrument = sys.modules["exporter.instrument"]  # (``exporter.instrument`` is the function)
+import sqlalchemy_pool_exporter
+from sqlalchemy_pool_exporter.instrumentation import registry as instrumented
+from sqlalchemy_pool_exporter.instrumentation.push import Pusher
+from sqlalchemy_pool_exporter.instrumentation.runtime import identity
 
 
 def test_fork_while_another_thread_holds_the_registry_lock() -> None:
     engine = create_engine("sqlite://")
-    exporter.instrument(engine, name="forked", registry=None)
+    sqlalchemy_pool_exporter.instrument(engine, name="forked", registry=None)
     try:
         with engine.connect() as conn:
             conn.execute(text("select 1"))
@@ -28,7 +26,7 @@ def test_fork_while_another_thread_holds_the_registry_lock() -> None:
 
         def hammer() -> None:  # what the pusher and monitor threads do, made constant
             while not stop.is_set():
-                with instrument._lock:
+                with instrumented.lock:
                     time.sleep(0.0005)
 
         thread = threading.Thread(target=hammer)
@@ -39,8 +37,7 @@ def test_fork_while_another_thread_holds_the_registry_lock() -> None:
                 if pid == 0:  # child: must not inherit a lock held by a thread it lacks
                     signal.alarm(5)
                     try:
-                        (inst,) = [i for i in instrument.instrumentations()
-                                   if i.engine is engine]
+                        (inst,) = [i for i in instrumented.instrumentations() if i.engine is engine]
                         os._exit(0 if inst.stats.checkouts == 0 else 3)
                     except BaseException:
                         os._exit(4)
@@ -56,7 +53,7 @@ def test_fork_while_another_thread_holds_the_registry_lock() -> None:
             stop.set()
             thread.join()
     finally:
-        exporter.uninstrument(engine)
+        sqlalchemy_pool_exporter.uninstrument(engine)
         engine.dispose()
 
 

@@ -12,16 +12,17 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import create_engine, text
 
-import exporter
-from exporter.settings import SidecarSettings
-from exporter.sidecar import Sidecar
+import sqlalchemy_pool_exporter
+from sqlalchemy_pool_exporter.sidecar.server import Sidecar
+from sqlalchemy_pool_exporter.sidecar.settings import SidecarSettings
 from tests.unit.sidecar_payloads import encode, payload, pool
 
 
 @pytest.fixture
 def sc() -> Iterator[Sidecar]:
-    sidecar = Sidecar(SidecarSettings(listen="127.0.0.1:0", push_listen="127.0.0.1:0",
-                                      token="t0ken")).start()
+    sidecar = Sidecar(
+        SidecarSettings(listen="127.0.0.1:0", push_listen="127.0.0.1:0", token="t0ken")
+    ).start()
     yield sidecar
     sidecar.stop()
 
@@ -32,15 +33,22 @@ def get(url: str, **headers: str) -> tuple[int, dict[str, str], bytes]:
 
 
 def send(sc: Sidecar, doc: dict[str, Any], token: str = "t0ken") -> int:
-    request = urllib.request.Request(sc.push_url, data=encode(doc), method="POST", headers={
-        "Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+    request = urllib.request.Request(
+        sc.push_url,
+        data=encode(doc),
+        method="POST",
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+    )
     with urllib.request.urlopen(request, timeout=10) as response:
         return int(response.status)
 
 
 def samples(body: bytes) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
-    return {(s.name, frozenset(s.labels.items())): s.value
-            for f in text_string_to_metric_families(body.decode()) for s in f.samples}
+    return {
+        (s.name, frozenset(s.labels.items())): s.value
+        for f in text_string_to_metric_families(body.decode())
+        for s in f.samples
+    }
 
 
 def test_metrics_text_has_aggregated_pool_and_self_metrics(sc: Sidecar) -> None:
@@ -63,8 +71,9 @@ def test_metrics_text_has_aggregated_pool_and_self_metrics(sc: Sidecar) -> None:
 
 def test_openmetrics_and_gzip_by_negotiation(sc: Sidecar) -> None:
     send(sc, payload("a"))
-    _, headers, body = get(sc.metrics_url + "/metrics",
-                           Accept="application/openmetrics-text; version=1.0.0")
+    _, headers, body = get(
+        sc.metrics_url + "/metrics", Accept="application/openmetrics-text; version=1.0.0"
+    )
     assert headers["Content-Type"].startswith("application/openmetrics-text")
     assert body.rstrip().endswith(b"# EOF")
     _, headers, body = get(sc.metrics_url + "/metrics", **{"Accept-Encoding": "gzip"})
@@ -83,33 +92,39 @@ def test_healthz_on_both_listeners_and_api(sc: Sidecar) -> None:
 
 
 def test_per_process_series() -> None:
-    sc = Sidecar(SidecarSettings(listen="127.0.0.1:0", push_listen="127.0.0.1:0",
-                                 per_process=True)).start()
+    sc = Sidecar(
+        SidecarSettings(listen="127.0.0.1:0", push_listen="127.0.0.1:0", per_process=True)
+    ).start()
     try:
         send(sc, payload("a", pid=1, pools={"db": pool(checkouts=3)}))
         send(sc, payload("b", pid=2, pools={"db": pool(checkouts=5)}))
         send(sc, payload("b", pid=2, seq=2, final=True, pools={"db": pool(checkouts=6)}))
         got = samples(get(sc.metrics_url + "/metrics")[2])
-        checkouts = {dict(k)["process"]: v for (n, k), v in got.items()
-                     if n == "sqlalchemy_pool_checkouts_total"}
+        checkouts = {
+            dict(k)["process"]: v
+            for (n, k), v in got.items()
+            if n == "sqlalchemy_pool_checkouts_total"
+        }
         assert checkouts == {"web-1/1": 3, "retired": 6}
-        connections = {dict(k)["process"] for (n, k), v in got.items()
-                       if n == "sqlalchemy_pool_connections"}
+        connections = {
+            dict(k)["process"] for (n, k), v in got.items() if n == "sqlalchemy_pool_connections"
+        }
         assert connections == {"web-1/1"}
     finally:
         sc.stop()
 
 
 def test_instrumented_engine_pushes_and_final_push_retires_it() -> None:
-    from exporter import runtime
+    from sqlalchemy_pool_exporter.instrumentation import runtime
 
     sc = Sidecar(SidecarSettings(listen="127.0.0.1:0", push_listen="127.0.0.1:0")).start()
     if runtime.pusher() is not None:  # an earlier test's pusher would keep its old URL
         runtime.pusher().stop(final=False)
     engine = create_engine("sqlite://")
     try:
-        exporter.instrument(engine, name="mem", registry=None, push_url=sc.push_url,
-                            push_interval=0.2, app="unit")
+        sqlalchemy_pool_exporter.instrument(
+            engine, name="mem", registry=None, push_url=sc.push_url, push_interval=0.2, app="unit"
+        )
         pusher = runtime.pusher()
         for _ in range(5):
             with engine.connect() as conn:
@@ -126,7 +141,7 @@ def test_instrumented_engine_pushes_and_final_push_retires_it() -> None:
         assert got[("sqlalchemy_pool_checkouts_total", key)] == 5
         assert sc.aggregator.live_count() == 0
     finally:
-        exporter.uninstrument(engine)
+        sqlalchemy_pool_exporter.uninstrument(engine)
         engine.dispose()
         sc.stop()
 
@@ -137,21 +152,35 @@ def test_push_listener_keep_alive_pipelining_expect_and_chunked() -> None:
     sc = Sidecar(SidecarSettings(listen="127.0.0.1:0", push_listen="127.0.0.1:0")).start()
     try:
         body = encode(payload("a"))
-        request = (b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
-                   b"POST /v1/push HTTP/1.1\r\nContent-Length: %d\r\n"
-                   b"Expect: 100-continue\r\n\r\n" % len(body) + body
-                   + b"POST /v1/push HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n")
+        request = (
+            b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+            b"POST /v1/push HTTP/1.1\r\nContent-Length: %d\r\n"
+            b"Expect: 100-continue\r\n\r\n"
+            % len(body)
+            + body
+            + b"POST /v1/push HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+        )
         with socket.create_connection(sc.push_address, timeout=10) as conn:
             conn.sendall(request)
             data = b""
             while chunk := conn.recv(65536):
                 data += chunk
         assert data.decode().split("\r\n") == [
-            "HTTP/1.1 200 OK", "Content-Type: application/json", "Content-Length: 29", "",
-            '{"status":"ok","processes":0}HTTP/1.1 100 Continue', "",
-            "HTTP/1.1 200 OK", "Content-Type: application/json", "Content-Length: 21", "",
+            "HTTP/1.1 200 OK",
+            "Content-Type: application/json",
+            "Content-Length: 29",
+            "",
+            '{"status":"ok","processes":0}HTTP/1.1 100 Continue',
+            "",
+            "HTTP/1.1 200 OK",
+            "Content-Type: application/json",
+            "Content-Length: 21",
+            "",
             '{"status":"accepted"}HTTP/1.1 411 Length Required',
-            "Content-Type: application/json", "Content-Length: 35", "Connection: close", "",
+            "Content-Type: application/json",
+            "Content-Length: 35",
+            "Connection: close",
+            "",
             '{"error":"Content-Length required"}',
         ]
         assert sc.aggregator.live_count() == 1

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from exporter.cli import main
-from exporter.settings import SidecarSettings
-from exporter.sidecar import Sidecar
+from sqlalchemy_pool_exporter.cli import main
+from sqlalchemy_pool_exporter.sidecar.server import Sidecar
+from sqlalchemy_pool_exporter.sidecar.settings import SidecarSettings
 from tests.unit.sidecar_payloads import encode, payload, pool
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -24,15 +24,54 @@ ROOT = Path(__file__).resolve().parents[2]
 @pytest.fixture
 def sc() -> Iterator[Sidecar]:
     sidecar = Sidecar(SidecarSettings(listen="127.0.0.1:0", push_listen="127.0.0.1:0")).start()
-    held = [{"age_seconds": 45.0, "site": "app/views.py:42 in order", "thread": "w-1",
-             "leaked": True}]
-    assert sidecar.ingest(encode(payload("a", pid=11, pools={"db": pool(held=held, gauges={
-        "checked_out": 1, "idle": 4, "utilization_ratio": 1 / 15,
-        "peak_utilization_ratio": 0.2, "oldest_checkout_seconds": 45.0,
-        "leaked_connections": 1})})))[0] == 200
-    assert sidecar.ingest(encode(payload("b", pid=12, pools={"db": pool(gauges={
-        "checked_out": 3, "pending": 2, "utilization_ratio": 0.2,
-        "peak_utilization_ratio": 0.4})})))[0] == 200
+    held = [
+        {"age_seconds": 45.0, "site": "app/views.py:42 in order", "thread": "w-1", "leaked": True}
+    ]
+    assert (
+        sidecar.ingest(
+            encode(
+                payload(
+                    "a",
+                    pid=11,
+                    pools={
+                        "db": pool(
+                            held=held,
+                            gauges={
+                                "checked_out": 1,
+                                "idle": 4,
+                                "utilization_ratio": 1 / 15,
+                                "peak_utilization_ratio": 0.2,
+                                "oldest_checkout_seconds": 45.0,
+                                "leaked_connections": 1,
+                            },
+                        )
+                    },
+                )
+            )
+        )[0]
+        == 200
+    )
+    assert (
+        sidecar.ingest(
+            encode(
+                payload(
+                    "b",
+                    pid=12,
+                    pools={
+                        "db": pool(
+                            gauges={
+                                "checked_out": 3,
+                                "pending": 2,
+                                "utilization_ratio": 0.2,
+                                "peak_utilization_ratio": 0.4,
+                            }
+                        )
+                    },
+                )
+            )
+        )[0]
+        == 200
+    )
     yield sidecar
     sidecar.stop()
 
@@ -41,10 +80,38 @@ def test_table(sc: Sidecar, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["status", "--url", sc.metrics_url]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert [line.split() for line in lines] == [
-        ["APP", "POOL", "PROCS", "IN", "USE", "UTIL", "PEAK", "PENDING", "OLDEST", "LEAKED",
-         "TOP", "CHECKOUT", "SITES"],
-        ["shop", "db", "2", "4/30", "20%", "40%", "2", "45.0s", "1", "app/views.py:42", "in",
-         "order:", "1", "held,", "45.0s"],
+        [
+            "APP",
+            "POOL",
+            "PROCS",
+            "IN",
+            "USE",
+            "UTIL",
+            "PEAK",
+            "PENDING",
+            "OLDEST",
+            "LEAKED",
+            "TOP",
+            "CHECKOUT",
+            "SITES",
+        ],
+        [
+            "shop",
+            "db",
+            "2",
+            "4/30",
+            "20%",
+            "40%",
+            "2",
+            "45.0s",
+            "1",
+            "app/views.py:42",
+            "in",
+            "order:",
+            "1",
+            "held,",
+            "45.0s",
+        ],
         ["└", "web-1/11", "1/15", "7%", "20%", "0", "45.0s", "1"],
         ["└", "web-1/12", "3/15", "20%", "40%", "2", "0.0s", "0"],
         ["2", "live", "processes"],
@@ -58,15 +125,30 @@ def test_unreachable_sidecar_is_one_line_and_exit_1(capsys: pytest.CaptureFixtur
     assert main(["status", "--url", f"http://127.0.0.1:{port}"]) == 1
     captured = capsys.readouterr()
     assert captured.out == ""
-    assert captured.err == (f"sqlalchemy-pool-exporter status: cannot reach the sidecar at "
-                            f"http://127.0.0.1:{port}: [Errno 111] Connection refused\n")
+    assert captured.err == (
+        f"sqlalchemy-pool-exporter status: cannot reach the sidecar at "
+        f"http://127.0.0.1:{port}: [Errno 111] Connection refused\n"
+    )
 
 
 def test_watch_redraws_until_interrupted(sc: Sidecar) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("POOL_EXPORTER_")}
-    proc = subprocess.Popen([sys.executable, "-m", "exporter", "status", "--url",
-                             sc.metrics_url, "--watch", "0.2"], stdout=subprocess.PIPE,
-                            text=True, cwd=ROOT, env=env)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "sqlalchemy_pool_exporter",
+            "status",
+            "--url",
+            sc.metrics_url,
+            "--watch",
+            "0.2",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+        env=env,
+    )
     time.sleep(1.5)
     proc.send_signal(signal.SIGINT)
     out, _ = proc.communicate(timeout=10)

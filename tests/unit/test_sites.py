@@ -7,17 +7,17 @@ from collections.abc import Callable
 from sqlalchemy import Engine, event, text
 from sqlalchemy.orm import Session
 
-import exporter
+import sqlalchemy_pool_exporter
 
 
-def _site(stats: exporter.PoolStats) -> str:
+def _site(stats: sqlalchemy_pool_exporter.PoolStats) -> str:
     [held] = stats.read().held
     return held.site
 
 
 def test_site_on_raw_core_and_orm_paths_in_any_order(make_engine: Callable[..., Engine]) -> None:
     engine = make_engine()
-    stats = exporter.instrument(engine, name="sites", registry=None)
+    stats = sqlalchemy_pool_exporter.instrument(engine, name="sites", registry=None)
     here = "tests/unit/test_sites.py"
 
     def raw() -> str:
@@ -37,8 +37,12 @@ def test_site_on_raw_core_and_orm_paths_in_any_order(make_engine: Callable[..., 
 
     # Alternate the paths so remembered depths get tried, missed and re-learned.
     for _ in range(3):
-        for fn, line_of in ((orm, "session.execute"), (raw, "engine.raw_connection()"),
-                            (core, "with engine.connect()"), (orm, "session.execute")):
+        for fn, line_of in (
+            (orm, "session.execute"),
+            (raw, "engine.raw_connection()"),
+            (core, "with engine.connect()"),
+            (orm, "session.execute"),
+        ):
             site = fn()
             assert site.startswith(f"{here}:") and site.endswith(f" in {fn.__name__}"), site
             line = int(site.split(":")[1].split()[0])
@@ -49,7 +53,7 @@ def test_app_hook_between_sqlalchemy_frames(make_engine: Callable[..., Engine]) 
     # A checkout made from inside an app hook that SQLAlchemy calls: the site is app code.
     engine = make_engine()
     other = make_engine()
-    stats = exporter.instrument(other, name="hooked", registry=None)
+    stats = sqlalchemy_pool_exporter.instrument(other, name="hooked", registry=None)
     seen: list[str] = []
 
     @event.listens_for(engine, "connect")

@@ -26,7 +26,7 @@ from typing import Any
 
 from sqlalchemy import Connection, create_engine, exc, text
 
-import exporter
+import sqlalchemy_pool_exporter
 
 LEAK_HOLD_SECONDS = 30.0
 
@@ -38,7 +38,7 @@ engine = create_engine(
     pool_pre_ping=True,
 )
 # Push mode: POOL_EXPORTER_PUSH_URL, _TOKEN and _APP come from the environment.
-exporter.instrument(engine, name="shop")
+sqlalchemy_pool_exporter.instrument(engine, name="shop")
 
 _leaked: list[tuple[float, Connection]] = []
 _leaked_lock = threading.Lock()

@@ -1,7 +1,7 @@
 """Helpers of the PostgreSQL scenarios: engines on the test server, metric readers.
 
 Scenario tests read what a user would read: the rendered metrics of a private
-prometheus_client registry that ``exporter.instrument(engine, registry=...)`` filled.
+prometheus_client registry that ``instrument(engine, registry=...)`` filled.
 Every engine tags its backends with ``application_name`` = the pool name, so a test can
 find (and kill) exactly its own connections on the shared server.
 """
@@ -17,16 +17,16 @@ from prometheus_client import CollectorRegistry
 from sqlalchemy import Engine, create_engine
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-import exporter
-from exporter.stats import COUNTER_NAMES
+import sqlalchemy_pool_exporter
+from sqlalchemy_pool_exporter.protocol.catalog import COUNTER_FIELDS as COUNTER_NAMES
 from tests.integration.pgcluster import PgCluster
 
 
 def sync_engine(pg: PgCluster, name: str, **kwargs: Any) -> Engine:
     """A psycopg2 engine as the ``app`` role whose backends are named ``name``."""
-    return create_engine(pg.url("psycopg2"),
-                         connect_args={"application_name": name, "connect_timeout": 5},
-                         **kwargs)
+    return create_engine(
+        pg.url("psycopg2"), connect_args={"application_name": name, "connect_timeout": 5}, **kwargs
+    )
 
 
 def async_engine(pg: PgCluster, name: str, **kwargs: Any) -> AsyncEngine:
@@ -41,11 +41,18 @@ def async_engine(pg: PgCluster, name: str, **kwargs: Any) -> AsyncEngine:
 class PoolMetrics:
     """The series of one pool as rendered by a private registry."""
 
-    def __init__(self, engine: Any, name: str, registry: CollectorRegistry | None = None,
-                 **instrument_kwargs: Any) -> None:
+    def __init__(
+        self,
+        engine: Any,
+        name: str,
+        registry: CollectorRegistry | None = None,
+        **instrument_kwargs: Any,
+    ) -> None:
         self.name = name
         self.registry = CollectorRegistry() if registry is None else registry
-        exporter.instrument(engine, name=name, registry=self.registry, **instrument_kwargs)
+        sqlalchemy_pool_exporter.instrument(
+            engine, name=name, registry=self.registry, **instrument_kwargs
+        )
 
     def get(self, metric: str, **labels: str) -> float | None:
         """One sample value, or None when the series is absent."""

@@ -25,8 +25,8 @@ import pytest
 from prometheus_client import CollectorRegistry
 from sqlalchemy import text
 
-import exporter
-from exporter.probe import DatabaseProbe
+import sqlalchemy_pool_exporter
+from sqlalchemy_pool_exporter.probes.postgres import DatabaseProbe
 from tests.integration.pgcluster import PgCluster, wait_for
 from tests.integration.postgres.helpers import (
     PoolMetrics,
@@ -41,8 +41,12 @@ DB = {"database": "postgres"}
 
 
 def sample_sum(registry: CollectorRegistry, name: str, **labels: str) -> float:
-    return sum(s.value for f in registry.collect() for s in f.samples
-               if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()))
+    return sum(
+        s.value
+        for f in registry.collect()
+        for s in f.samples
+        if s.name == name and all(s.labels.get(k) == v for k, v in labels.items())
+    )
 
 
 class Budget:
@@ -65,20 +69,28 @@ class Budget:
         assert len(errors) == 3
         assert all(FULL in str(e) for e in errors), errors
         assert self.a.counters() == expected_counters(checkouts=10, connections_created=10)
-        assert self.b.counters() == expected_counters(checkouts=6, connections_created=6,
-                                                      connect_errors=3)
+        assert self.b.counters() == expected_counters(
+            checkouts=6, connections_created=6, connect_errors=3
+        )
         assert self.b.gauge("checked_out") == 6
         assert self.b.gauge("overflow") == 1
         assert self.b.gauge("pending") == 0
         assert self.probe.probe_once()
         reg = self.registry
         # Every held connection ran a query in SQLAlchemy's implicit transaction.
-        states = {s.labels["state"]: s.value for f in reg.collect() for s in f.samples
-                  if s.name == "sqlalchemy_pool_db_connections"}
-        assert states == {"active": 0, "idle": 0, "idle in transaction": 16,
-                          "idle in transaction (aborted)": 0}
-        limits = sum(sample_sum(reg, "sqlalchemy_pool_max_connections", pool=n)
-                     for n in self.names)
+        states = {
+            s.labels["state"]: s.value
+            for f in reg.collect()
+            for s in f.samples
+            if s.name == "sqlalchemy_pool_db_connections"
+        }
+        assert states == {
+            "active": 0,
+            "idle": 0,
+            "idle in transaction": 16,
+            "idle in transaction (aborted)": 0,
+        }
+        limits = sum(sample_sum(reg, "sqlalchemy_pool_max_connections", pool=n) for n in self.names)
         max_conn = reg.get_sample_value("sqlalchemy_pool_db_max_connections", DB)
         reserved = reg.get_sample_value("sqlalchemy_pool_db_reserved_connections", DB)
         assert (limits, max_conn, reserved) == (20, 20, 3)
@@ -87,7 +99,7 @@ class Budget:
     def close(self, engines: list[Any]) -> None:
         self.probe.stop()
         for engine in engines:
-            exporter.uninstrument(engine)
+            sqlalchemy_pool_exporter.uninstrument(engine)
 
 
 def test_out_of_slots_sync(pg: PgCluster) -> None:

@@ -16,7 +16,7 @@ import threading
 from sqlalchemy import exc as sa_exc
 from sqlalchemy import text
 
-import exporter
+import sqlalchemy_pool_exporter
 from tests.integration.pgcluster import PgCluster, wait_for
 from tests.integration.postgres.helpers import (
     PoolMetrics,
@@ -43,7 +43,8 @@ def check_after_timeouts(metrics: PoolMetrics, errors: list[BaseException]) -> N
     assert metrics.gauge("pending") == 0
     assert metrics.gauge("checked_out") == HOLDERS
     assert metrics.counters() == expected_counters(
-        checkouts=HOLDERS, checkout_timeouts=WAITERS, connections_created=HOLDERS)
+        checkouts=HOLDERS, checkout_timeouts=WAITERS, connections_created=HOLDERS
+    )
     wait = metrics.histogram("wait_seconds")
     # 3 successful waits (fast: opening a connection) + 4 timed-out ones (just over 1.5 s).
     assert wait["count"] == HOLDERS + WAITERS
@@ -57,8 +58,11 @@ def check_after_release(metrics: PoolMetrics) -> None:
     assert metrics.gauge("idle") == 2
     assert metrics.gauge("overflow") == 0
     assert metrics.counters() == expected_counters(
-        checkouts=HOLDERS, checkout_timeouts=WAITERS, connections_created=HOLDERS,
-        connections_closed=1)
+        checkouts=HOLDERS,
+        checkout_timeouts=WAITERS,
+        connections_created=HOLDERS,
+        connections_closed=1,
+    )
     assert metrics.histogram("use_seconds")["count"] == HOLDERS
 
 
@@ -99,7 +103,7 @@ def test_exhaustion_sync(pg: PgCluster) -> None:
         for t in holders:
             t.join(10)
         check_after_release(metrics)
-        exporter.uninstrument(engine)
+        sqlalchemy_pool_exporter.uninstrument(engine)
         engine.dispose()
 
 
@@ -136,8 +140,7 @@ def test_exhaustion_asyncpg(pg: PgCluster) -> None:
             release.set()
             await asyncio.gather(*holders)
             check_after_release(metrics)
-            exporter.uninstrument(engine)
+            sqlalchemy_pool_exporter.uninstrument(engine)
             await engine.dispose()
 
     asyncio.run(main())
-

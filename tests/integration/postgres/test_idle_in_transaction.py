@@ -27,8 +27,8 @@ import pytest
 from prometheus_client import CollectorRegistry
 from sqlalchemy import text
 
-import exporter
-from exporter.probe import DatabaseProbe
+import sqlalchemy_pool_exporter
+from sqlalchemy_pool_exporter.probes.postgres import DatabaseProbe
 from tests.integration.pgcluster import PgCluster, wait_for
 from tests.integration.postgres.helpers import PoolMetrics, async_engine, sync_engine
 
@@ -84,12 +84,19 @@ class Story:
         assert oldest2 >= age2 > LEAK_THRESHOLD
         assert self.metrics.gauge("leaked_connections") == 1
         assert self.metrics.counters()["leaks"] == 1
-        (inst,) = [i for i in exporter.instrumentations() if i.stats.name == self.metrics.name]
+        (inst,) = [
+            i
+            for i in sqlalchemy_pool_exporter.instrumentations()
+            if i.stats.name == self.metrics.name
+        ]
         (held,) = inst.stats.read().held
         assert held.leaked and held.site == site
-        leak_logs = [r.getMessage() for r in caplog.records
-                     if r.getMessage().startswith("connection leak suspected")
-                     and f"pool={self.metrics.name}" in r.getMessage()]
+        leak_logs = [
+            r.getMessage()
+            for r in caplog.records
+            if r.getMessage().startswith("connection leak suspected")
+            and f"pool={self.metrics.name}" in r.getMessage()
+        ]
         assert len(leak_logs) == 1
         assert f"site='{site}'" in leak_logs[0]
 
@@ -108,7 +115,7 @@ def test_idle_in_transaction_sync(
     engine = sync_engine(pg, name, pool_size=2)
     story = Story(PoolMetrics(engine, name, leak_threshold=LEAK_THRESHOLD), probe)
     try:
-        with caplog.at_level(logging.INFO, logger="exporter"):
+        with caplog.at_level(logging.INFO, logger="sqlalchemy_pool_exporter"):
             line = sys._getframe().f_lineno + 1
             conn = engine.connect()
             conn.execute(text("SELECT 1"))  # autobegin: the transaction stays open
@@ -117,7 +124,7 @@ def test_idle_in_transaction_sync(
             conn.close()
             story.after_close()
     finally:
-        exporter.uninstrument(engine)
+        sqlalchemy_pool_exporter.uninstrument(engine)
         engine.dispose()
 
 
@@ -143,8 +150,8 @@ def test_idle_in_transaction_asyncpg(
             await conn.close()
             story.after_close()
         finally:
-            exporter.uninstrument(engine)
+            sqlalchemy_pool_exporter.uninstrument(engine)
             await engine.dispose()
 
-    with caplog.at_level(logging.INFO, logger="exporter"):
+    with caplog.at_level(logging.INFO, logger="sqlalchemy_pool_exporter"):
         asyncio.run(main())

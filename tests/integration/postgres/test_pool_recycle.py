@@ -14,7 +14,7 @@ import time
 
 from sqlalchemy import text
 
-import exporter
+import sqlalchemy_pool_exporter
 from tests.integration.pgcluster import PgCluster, wait_for
 from tests.integration.postgres.helpers import (
     PoolMetrics,
@@ -56,7 +56,7 @@ def test_pool_recycle_sync(pg: PgCluster) -> None:
                 time.sleep(POOL["pool_recycle"] + 0.2)
         check_recycled(pg, name, before, metrics)
     finally:
-        exporter.uninstrument(engine)
+        sqlalchemy_pool_exporter.uninstrument(engine)
         engine.dispose()
 
 
@@ -79,7 +79,7 @@ def test_pool_recycle_asyncpg(pg: PgCluster) -> None:
                     await asyncio.sleep(POOL["pool_recycle"] + 0.2)
             check_recycled(pg, name, before, metrics)
         finally:
-            exporter.uninstrument(engine)
+            sqlalchemy_pool_exporter.uninstrument(engine)
             await engine.dispose()
 
     asyncio.run(main())

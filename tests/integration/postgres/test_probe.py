@@ -14,7 +14,7 @@ import psycopg2.extensions
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest, start_http_server
 
-from exporter.probe import STANDARD_STATES, DatabaseProbe
+from sqlalchemy_pool_exporter.probes.postgres import STANDARD_STATES, DatabaseProbe
 from tests.integration.pgcluster import PWUSER_PASSWORD, PgCluster, wait_for
 
 
@@ -43,8 +43,14 @@ def make_probe(probes: list[DatabaseProbe], url: str, **kwargs: Any) -> Database
 
 
 def connect_app(pg: PgCluster, name: str) -> Any:
-    return psycopg2.connect(host="127.0.0.1", port=pg.port, user="app", dbname="postgres",
-                            application_name=name, connect_timeout=5)
+    return psycopg2.connect(
+        host="127.0.0.1",
+        port=pg.port,
+        user="app",
+        dbname="postgres",
+        application_name=name,
+        connect_timeout=5,
+    )
 
 
 def test_probe_reports_limits_and_backends_by_state_exactly(
@@ -74,19 +80,26 @@ def test_probe_reports_limits_and_backends_by_state_exactly(
 
         sleeper = threading.Thread(target=sleep)
         sleeper.start()
-        expected = {"active": 1.0, "idle": 2.0, "idle in transaction": 1.0,
-                    "idle in transaction (aborted)": 1.0}
+        expected = {
+            "active": 1.0,
+            "idle": 2.0,
+            "idle in transaction": 1.0,
+            "idle in transaction (aborted)": 1.0,
+        }
         # the admin sessions the fixture used exit asynchronously: wait for them to go
-        wait_for(lambda: probe.probe_once()
-                 and db_series(registry, "sqlalchemy_pool_db_connections") == expected)
+        wait_for(
+            lambda: (
+                probe.probe_once()
+                and db_series(registry, "sqlalchemy_pool_db_connections") == expected
+            )
+        )
         probe_start = time.time()
         assert probe.probe_once()
         probe_end = time.time()
         assert db_series(registry, "sqlalchemy_pool_db_connections") == expected
         labels = {"database": "postgres"}
         assert registry.get_sample_value("sqlalchemy_pool_db_max_connections", labels) == 20
-        assert registry.get_sample_value("sqlalchemy_pool_db_reserved_connections",
-                                         labels) == 3
+        assert registry.get_sample_value("sqlalchemy_pool_db_reserved_connections", labels) == 3
         assert registry.get_sample_value("sqlalchemy_pool_db_up", labels) == 1
         oldest = db_series(registry, "sqlalchemy_pool_db_oldest_transaction_seconds")
         assert set(oldest) == set(STANDARD_STATES)
@@ -101,8 +114,12 @@ def test_probe_reports_limits_and_backends_by_state_exactly(
             conn.close()
     assert cancelled == [True]  # the active backend was our pg_sleep, cancelled above
     # Closing is visible to the next probe: every state back to 0.
-    wait_for(lambda: probe.probe_once()
-             and set(db_series(registry, "sqlalchemy_pool_db_connections").values()) == {0})
+    wait_for(
+        lambda: (
+            probe.probe_once()
+            and set(db_series(registry, "sqlalchemy_pool_db_connections").values()) == {0}
+        )
+    )
 
 
 def test_server_down_sets_db_up_0_and_the_endpoint_keeps_serving(
@@ -120,7 +137,7 @@ def test_server_down_sets_db_up_0_and_the_endpoint_keeps_serving(
             return str(resp.read().decode())
 
     try:
-        with caplog.at_level(logging.INFO, logger="exporter.probe"):
+        with caplog.at_level(logging.INFO, logger="sqlalchemy_pool_exporter.probes.postgres"):
             probe.start()
             wait_for(lambda: 'sqlalchemy_pool_db_up{database="postgres"} 1.0' in scrape())
             pg.stop()
@@ -139,8 +156,9 @@ def test_server_down_sets_db_up_0_and_the_endpoint_keeps_serving(
     messages = [r.getMessage().split(" ")[0:3] for r in caplog.records]
     assert messages.count(["database", "probe", "failed"]) == 1  # one warning per outage
     assert messages.count(["database", "probe", "recovered"]) == 1
-    assert [r.levelname for r in caplog.records
-            if r.getMessage().startswith("database probe failed")] == ["WARNING"]
+    assert [
+        r.levelname for r in caplog.records if r.getMessage().startswith("database probe failed")
+    ] == ["WARNING"]
 
 
 class CountingConnection(psycopg2.extensions.connection):  # type: ignore[misc]
@@ -164,8 +182,12 @@ def test_one_round_trip_per_interval_on_one_connection(
 ) -> None:
     CountingConnection.executed = []
     app_name = "probe-cost"
-    probe = make_probe(probes, pg.url(user="monitor", application_name=app_name),
-                       interval=0.05, connection_factory=CountingConnection)
+    probe = make_probe(
+        probes,
+        pg.url(user="monitor", application_name=app_name),
+        interval=0.05,
+        connection_factory=CountingConnection,
+    )
     probe.start()
     wait_for(lambda: probe.probes >= 20)
     probe.stop()
@@ -175,12 +197,13 @@ def test_one_round_trip_per_interval_on_one_connection(
     # Server side (the monitor role logs every statement it runs): the same count, so
     # psycopg2 sent nothing behind our back (no BEGIN, no SET), and one connection.
     log = pg.server_log()
-    statements = [line for line in log.splitlines()
-                  if f"app={app_name} LOG:  statement:" in line]
+    statements = [line for line in log.splitlines() if f"app={app_name} LOG:  statement:" in line]
     assert len(statements) == probe.probes
-    authorized = [line for line in log.splitlines()
-                  if "connection authorized: user=monitor" in line
-                  and "application_name=" + app_name in line]
+    authorized = [
+        line
+        for line in log.splitlines()
+        if "connection authorized: user=monitor" in line and "application_name=" + app_name in line
+    ]
     assert len(authorized) == 1
 
 
@@ -194,8 +217,9 @@ def test_session_is_read_only_with_statement_timeout(
             super().__init__(*args, **kwargs)
             conns.append(self)
 
-    probe = make_probe(probes, pg.url(user="monitor"), statement_timeout=0.25,
-                       connection_factory=Keep)
+    probe = make_probe(
+        probes, pg.url(user="monitor"), statement_timeout=0.25, connection_factory=Keep
+    )
     assert probe.probe_once()
     (conn,) = conns
     assert conn.autocommit
@@ -220,22 +244,31 @@ def test_kept_connection_killed_by_the_server_is_replaced_without_a_down_report(
 
 
 def test_wrong_password_against_the_server_is_never_echoed(
-    pg: PgCluster, probes: list[DatabaseProbe], caplog: pytest.LogCaptureFixture,
+    pg: PgCluster,
+    probes: list[DatabaseProbe],
+    caplog: pytest.LogCaptureFixture,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     wrong = "Wr0ng-" + PWUSER_PASSWORD[::-1]
     registry = CollectorRegistry()
     probe = make_probe(probes, pg.url(user="pwuser", password=wrong), interval=0.05)
     registry.register(probe)
-    with caplog.at_level(logging.DEBUG, logger="exporter"):
+    with caplog.at_level(logging.DEBUG, logger="sqlalchemy_pool_exporter"):
         probe.start()
         wait_for(lambda: probe.failures >= 3)
         probe.stop()
     assert probe.last_error is not None
     assert 'password authentication failed for user "pwuser"' in probe.last_error
     assert registry.get_sample_value("sqlalchemy_pool_db_up", {"database": "postgres"}) == 0
-    text = " ".join([caplog.text, generate_latest(registry).decode(), probe.last_error,
-                     repr(probe), *capsys.readouterr()])
+    text = " ".join(
+        [
+            caplog.text,
+            generate_latest(registry).decode(),
+            probe.last_error,
+            repr(probe),
+            *capsys.readouterr(),
+        ]
+    )
     assert wrong not in text
     # And the right password works, so the failure above was the password alone.
     good = make_probe(probes, pg.url(user="pwuser", password=PWUSER_PASSWORD))

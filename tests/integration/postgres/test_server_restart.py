@@ -25,8 +25,8 @@ from typing import Any
 
 from sqlalchemy import event, text
 
-import exporter
-from exporter.probe import DatabaseProbe
+import sqlalchemy_pool_exporter
+from sqlalchemy_pool_exporter.probes.postgres import DatabaseProbe
 from tests.integration.pgcluster import PgCluster, wait_for
 from tests.integration.postgres.helpers import PoolMetrics, async_engine, sync_engine
 
@@ -61,8 +61,9 @@ class Tally:
             setattr(self, field, getattr(self, field) + 1)
 
 
-def run_phases(pg: PgCluster, metrics: PoolMetrics, tally: Tally,
-               wait: Callable[[Callable[[], Any]], None]) -> None:
+def run_phases(
+    pg: PgCluster, metrics: PoolMetrics, tally: Tally, wait: Callable[[Callable[[], Any]], None]
+) -> None:
     """Load, stop the server, see errors counted while down, start, see recovery."""
     probe = DatabaseProbe(pg.url(user="monitor"))
     metrics.registry.register(probe)
@@ -141,7 +142,7 @@ def test_restart_under_load_sync(pg: PgCluster) -> None:
     try:
         check(metrics, tally)
     finally:
-        exporter.uninstrument(engine)
+        sqlalchemy_pool_exporter.uninstrument(engine)
         engine.dispose()
 
 
@@ -180,15 +181,16 @@ def test_restart_under_load_asyncpg(pg: PgCluster) -> None:
         try:
             loop = asyncio.get_running_loop()
             # Server control blocks; run it in a thread so the workers keep working.
-            await loop.run_in_executor(None, run_phases, pg, metrics, tally,
-                                       lambda p: wait_for(p, timeout=30))
+            await loop.run_in_executor(
+                None, run_phases, pg, metrics, tally, lambda p: wait_for(p, timeout=30)
+            )
         finally:
             stop.set()
             await asyncio.gather(*workers)
         try:
             check(metrics, tally)
         finally:
-            exporter.uninstrument(engine)
+            sqlalchemy_pool_exporter.uninstrument(engine)
             await engine.dispose()
 
     asyncio.run(main())

@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 
-import exporter
+import sqlalchemy_pool_exporter
 from tests.integration.pgcluster import PgCluster
 from tests.integration.postgres.helpers import (
     PoolMetrics,
@@ -34,20 +34,25 @@ from tests.integration.postgres.helpers import (
     sync_engine,
 )
 
-EXPECTED = expected_counters(checkouts=7, connections_created=6, connections_closed=3,
-                             invalidations_hard=1)
+EXPECTED = expected_counters(
+    checkouts=7, connections_created=6, connections_closed=3, invalidations_hard=1
+)
 
 
 def describe(exc: BaseException) -> tuple[Any, ...]:
     """What the app handles an error by: its type, the driver's type, the disconnect flag."""
     # (The driver's text varies with timing — whether the server's FATAL message was read
     # before the socket error — so it is not compared.)
-    return (type(exc), type(getattr(exc, "orig", None)),
-            getattr(exc, "connection_invalidated", None))
+    return (
+        type(exc),
+        type(getattr(exc, "orig", None)),
+        getattr(exc, "connection_invalidated", None),
+    )
 
 
-def run_sync(pg: PgCluster, name: str, pre_ping: bool, instrumented: bool) -> tuple[
-        list[tuple[Any, ...]], dict[str, int] | None]:
+def run_sync(
+    pg: PgCluster, name: str, pre_ping: bool, instrumented: bool
+) -> tuple[list[tuple[Any, ...]], dict[str, int] | None]:
     engine = sync_engine(pg, name, pool_size=3, max_overflow=0, pool_pre_ping=pre_ping)
     metrics = PoolMetrics(engine, name) if instrumented else None
     errors: list[tuple[Any, ...]] = []
@@ -68,12 +73,13 @@ def run_sync(pg: PgCluster, name: str, pre_ping: bool, instrumented: bool) -> tu
         assert metrics.gauge("idle") == 3 and metrics.gauge("checked_out") == 0
         return errors, metrics.counters()
     finally:
-        exporter.uninstrument(engine)
+        sqlalchemy_pool_exporter.uninstrument(engine)
         engine.dispose()
 
 
-async def run_async(pg: PgCluster, name: str, pre_ping: bool, instrumented: bool) -> tuple[
-        list[tuple[Any, ...]], dict[str, int] | None]:
+async def run_async(
+    pg: PgCluster, name: str, pre_ping: bool, instrumented: bool
+) -> tuple[list[tuple[Any, ...]], dict[str, int] | None]:
     engine = async_engine(pg, name, pool_size=3, max_overflow=0, pool_pre_ping=pre_ping)
     metrics = PoolMetrics(engine, name) if instrumented else None
     errors: list[tuple[Any, ...]] = []
@@ -95,7 +101,7 @@ async def run_async(pg: PgCluster, name: str, pre_ping: bool, instrumented: bool
         assert metrics.gauge("idle") == 3 and metrics.gauge("checked_out") == 0
         return errors, metrics.counters()
     finally:
-        exporter.uninstrument(engine)
+        sqlalchemy_pool_exporter.uninstrument(engine)
         await engine.dispose()
 
 

@@ -1,0 +1,263 @@
+"""The acquire path: wrappers on the pool object that see what no pool event shows.
+
+No event fires before a checkout waits, and a ``QueuePool limit ... reached``
+``TimeoutError`` fires none at all, so the pool's own methods are wrapped (as instance
+attributes of the current pool object):
+
+* ``pool.connect`` — pending callers, wait time, timeouts, successful checkouts and
+  their call sites (a re-entrant SingletonThreadPool checkout is not a new one);
+* ``pool._do_return_conn`` — every end of a checkout hands its record to it: checkin
+  (``close()``, the garbage collector's checkin of a forgotten connection on sync
+  drivers) through ``pool._return_conn``, detach (also the collector's path on asyncio
+  drivers) directly. Both are wrapped. One plain call costs less than a checkin *event*
+  listener, which pays SQLAlchemy's dispatch on every return;
+* ``pool._invoke_creator`` — time to open a DBAPI connection, and failed attempts;
+* ``pool.recreate`` — what ``engine.dispose()`` calls: the replacement pool is wrapped
+  in turn. No engine-level event is used for that on purpose: any ConnectionEvents
+  listener sets ``engine._has_events``, which puts every Connection of the app on
+  SQLAlchemy's slower event-dispatching path.
+
+This is the hot path: closures keep what they need in locals and update the stats with
+single statements that are atomic under the GIL — no lock, which also means a finalizer
+that checks a connection in while another update runs on the same thread cannot
+deadlock. Where SQLAlchemy's method only forwards (``Pool.connect`` to
+``_ConnectionFairy._checkout``, ``Pool._return_conn`` to ``_do_return_conn``), the
+wrapper calls the target itself: one Python frame less per checkout and per checkin.
+A histogram observation finds its bucket with one comparison against the first bound
+(where a healthy pool's waits fall) and ``bisect_left`` otherwise. Every piece of
+bookkeeping is guarded: an error in the exporter is reported (rate-limited) and never
+reaches the app, whose own exceptions pass through untouched.
+"""
+
+from __future__ import annotations
+
+import sys
+from bisect import bisect_left
+from time import perf_counter
+from typing import Any
+
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+from sqlalchemy.pool import Pool, SingletonThreadPool
+
+from sqlalchemy_pool_exporter.instrumentation import compat, sites
+from sqlalchemy_pool_exporter.instrumentation.stats import PoolStats
+from sqlalchemy_pool_exporter.logs import RateLimitedReporter
+
+_MARK = "_pool_exporter_stats"
+_getframe = sys._getframe
+
+try:
+    from threading import get_ident
+except ImportError:  # pragma: no cover
+    from _thread import get_ident
+
+
+_RESTORE = "_pool_exporter_restore"
+
+
+def _install(pool: Pool, attr: str, wrapper: Any, original: Any, stats: PoolStats) -> None:
+    """Put ``wrapper`` on ``pool`` as instance attribute ``attr``, marked as ours."""
+    setattr(wrapper, _MARK, stats)
+    wrapper.__wrapped__ = original
+    # An instance attribute was there before (Pool.__init__'s creator wrapper, or another
+    # library's wrapper): put it back on uninstrument rather than deleting it.
+    setattr(wrapper, _RESTORE, attr in vars(pool))
+    setattr(pool, attr, wrapper)
+
+
+def _forwards(method: Any, names: tuple[str, ...]) -> bool:
+    """True when ``method`` is SQLAlchemy's one-line forwarder that names exactly ``names``."""
+    code = getattr(method, "__code__", None)
+    return code is not None and code.co_names == names
+
+
+def _checkout_call(pool: Pool) -> tuple[Any, Any]:
+    """What the connect wrapper calls in place of ``pool.connect()``, and with what."""
+    own = pool.__dict__.get("connect")
+    if own is not None:  # someone else's wrapper on this very pool: keep calling it
+        return (lambda _pool: own()), pool
+    method = type(pool).connect
+    if method is Pool.connect and _forwards(method, ("_ConnectionFairy", "_checkout")):
+        # Pool.connect only forwards to this: calling it directly saves a frame per checkout.
+        return compat.fairy_checkout, pool
+    return method, pool
+
+
+def _wrap_connect(pool: Pool, stats: PoolStats, reporter: RateLimitedReporter) -> None:
+    original = pool.connect
+    checkout, target = _checkout_call(pool)
+    # Few names from outside: each one is copied into the frame on every call.
+    held = stats.held
+    started = stats.waits_started
+    bounds = stats.wait.bounds
+    first = bounds[0]  # most waits of a healthy pool: one comparison, no call
+    wait = stats.wait
+    wait_counts = wait.counts
+    finder = sites.SiteFinder()
+    capture_sites = stats.capture_sites
+    # Only SingletonThreadPool hands the same thread its checked-out proxy again.
+    reentrant = isinstance(pool, SingletonThreadPool)
+
+    def connect() -> Any:
+        next(started)
+        start = perf_counter()
+        try:
+            fairy = checkout(target)
+        except PoolTimeoutError:
+            elapsed = perf_counter() - start
+            timed_out = stats.wait_timed_out  # its count is the timeout counter
+            timed_out.counts[bisect_left(bounds, elapsed)] += 1
+            timed_out.sum += elapsed
+            raise
+        except BaseException:
+            stats.waits_failed += 1
+            raise
+        now = perf_counter()
+        try:
+            if reentrant and fairy._counter != 1:
+                # A re-entrant checkout hands back a proxy that is already checked out:
+                # not a new checkout.
+                stats.waits_failed += 1
+                return fairy
+            if capture_sites:
+                # The app's frame where it was last (see sites.SiteFinder).
+                depth, code = finder.last
+                try:
+                    frame = _getframe(depth)
+                except ValueError:  # a shallower stack than last time
+                    code, lasti = finder.locate()
+                else:
+                    if frame.f_code is code:
+                        lasti = frame.f_lasti
+                    else:
+                        code, lasti = finder.locate()
+            else:
+                code, lasti = None, 0
+            rec = fairy._connection_record
+            elapsed = now - start
+            # Each statement below is atomic under the GIL (no call or backward jump
+            # inside it), so no lock is needed; readers copy containers in one C call.
+            # The count is the checkout counter too.
+            wait_counts[0 if elapsed <= first else bisect_left(bounds, elapsed)] += 1
+            wait.sum += elapsed
+            held[rec] = (now, code, lasti, get_ident(), rec.fairy_ref)
+            n = len(held)
+            if n > stats.peak:  # no call between the test and the store: no switch either
+                stats.peak = n
+        except Exception as exc:  # never let bookkeeping reach the app
+            reporter.report("checkout", exc)
+        return fairy
+
+    _install(pool, "connect", connect, original, stats)
+
+
+def _wrap_creator(pool: Pool, stats: PoolStats, reporter: RateLimitedReporter) -> None:
+    original = getattr(pool, compat.INVOKE_CREATOR)
+    connect = stats.connect
+    bounds = connect.bounds
+
+    def invoke_creator(rec: Any) -> Any:
+        start = perf_counter()
+        try:
+            connection = original(rec)
+        except BaseException:
+            stats.connect_errors += 1
+            raise
+        elapsed = perf_counter() - start
+        stats.connections_created += 1
+        connect.counts[bisect_left(bounds, elapsed)] += 1
+        connect.sum += elapsed
+        return connection
+
+    _install(pool, compat.INVOKE_CREATOR, invoke_creator, original, stats)
+
+
+def _end_of_checkout(stats: PoolStats, reporter: RateLimitedReporter, forward: Any) -> Any:
+    """A ``record -> None`` that ends the record's checkout in the stats, then ``forward``s it."""
+    held = stats.held
+    leaked = stats.leaked
+    use = stats.use
+    bounds = use.bounds
+    first = bounds[0]
+    use_counts = use.counts
+
+    def end(rec: Any) -> None:
+        try:
+            entry = held.pop(rec, None)
+            if entry is not None:
+                age = perf_counter() - entry[0]
+                use_counts[0 if age <= first else bisect_left(bounds, age)] += 1
+                use.sum += age
+                # The proxy is gone: the garbage collector is returning what the app forgot.
+                reclaimed = entry[4]() is None
+                if reclaimed:
+                    stats.gc_reclaimed += 1
+                if leaked and leaked.pop(rec, None) is entry:
+                    stats.leak_returned(entry, age, reclaimed)
+        except Exception as exc:  # never let bookkeeping reach the app
+            reporter.report("checkin", exc)
+        forward(rec)
+
+    return end
+
+
+def _unwrapped(pool: Pool, attr: str) -> Any:
+    """``pool.<attr>`` as it was before the exporter wrapped it."""
+    fn = getattr(pool, attr)
+    return fn.__wrapped__ if getattr(fn, _MARK, None) is not None else fn
+
+
+def _wrap_return(pool: Pool, stats: PoolStats, reporter: RateLimitedReporter) -> None:
+    # Every end of a checkout hands its record to ``pool._do_return_conn``: checkin through
+    # ``pool._return_conn``, detach directly.
+    forward = _unwrapped(pool, compat.DO_RETURN_CONN)
+    if getattr(getattr(pool, compat.DO_RETURN_CONN), _MARK, None) is not stats:
+        end = _end_of_checkout(stats, reporter, forward)
+        _install(pool, compat.DO_RETURN_CONN, end, forward, stats)
+    method = getattr(type(pool), compat.RETURN_CONN)
+    if (
+        getattr(getattr(pool, compat.RETURN_CONN), _MARK, None) is not stats
+        and compat.RETURN_CONN not in pool.__dict__
+        and method is getattr(Pool, compat.RETURN_CONN)
+        and _forwards(method, (compat.DO_RETURN_CONN,))
+    ):
+        # Pool._return_conn only forwards to _do_return_conn: doing the same bookkeeping
+        # in its place saves a frame per checkin (``forward`` is the unwrapped original).
+        end = _end_of_checkout(stats, reporter, forward)
+        _install(pool, compat.RETURN_CONN, end, getattr(pool, compat.RETURN_CONN), stats)
+
+
+def _wrap_recreate(pool: Pool, stats: PoolStats, reporter: RateLimitedReporter) -> None:
+    original = pool.recreate
+
+    def recreate() -> Pool:
+        new_pool = original()
+        try:
+            wrap_pool(new_pool, stats, reporter)
+        except Exception as exc:
+            reporter.report("recreate", exc)
+        return new_pool
+
+    _install(pool, "recreate", recreate, original, stats)
+
+
+def wrap_pool(pool: Pool, stats: PoolStats, reporter: RateLimitedReporter) -> None:
+    """Install the acquire-path wrappers on ``pool`` unless already there."""
+    if getattr(pool.connect, _MARK, None) is not stats:
+        _wrap_connect(pool, stats, reporter)
+    if getattr(getattr(pool, compat.INVOKE_CREATOR), _MARK, None) is not stats:
+        _wrap_creator(pool, stats, reporter)
+    _wrap_return(pool, stats, reporter)
+    if getattr(pool.recreate, _MARK, None) is not stats:
+        _wrap_recreate(pool, stats, reporter)
+
+
+def unwrap_pool(pool: Pool) -> None:
+    """Remove the acquire-path wrappers from ``pool``, if present."""
+    for attr in ("connect", "recreate", *(name for name, _ in compat.WRAPPED_METHODS)):
+        fn = vars(pool).get(attr)
+        if fn is not None and getattr(fn, _MARK, None) is not None:
+            if getattr(fn, _RESTORE, False):
+                setattr(pool, attr, fn.__wrapped__)
+            else:
+                delattr(pool, attr)

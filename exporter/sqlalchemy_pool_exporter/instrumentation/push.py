@@ -1,0 +1,148 @@
+"""Push mode: a daemon thread that sends this process's snapshot to the sidecar.
+
+Every ``interval`` seconds the pusher builds a cumulative snapshot and POSTs it as JSON
+to the sidecar's ``/v1/push``. The app never waits for it: the thread is a daemon, each
+request has a short timeout, and a failed push is simply dropped — the next one carries
+the same cumulative totals, so nothing is lost. Failures are logged once when the sidecar
+becomes unreachable and once when it comes back, not on every attempt. At interpreter
+exit a final push marks the process retired so the sidecar folds it in at once.
+"""
+
+from __future__ import annotations
+
+import http.client
+import io
+import json
+import threading
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from typing import Any
+
+from sqlalchemy_pool_exporter.instrumentation import registry
+from sqlalchemy_pool_exporter.instrumentation.snapshot import ProcessIdentity, process_snapshot
+from sqlalchemy_pool_exporter.logs import get_logger
+
+log = get_logger(__name__)
+
+
+class Pusher:
+    """Background sender of cumulative snapshots to one sidecar URL."""
+
+    def __init__(
+        self,
+        url: str,
+        interval: float,
+        timeout: float,
+        token: str | None,
+        identity: Callable[[], ProcessIdentity],
+    ) -> None:
+        self.url = url
+        self.interval = interval
+        self.timeout = timeout
+        self._token = token
+        self._identity = identity
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._send_lock = threading.Lock()
+        self.seq = 0
+        self.sent = 0
+        self.failed = 0
+        self._healthy = True
+
+    def start(self) -> None:
+        """Start the push thread."""
+        _warm_up(self.url)
+        self._thread = threading.Thread(target=self._run, name="pool-exporter-push", daemon=True)
+        self._thread.start()
+
+    def alive(self) -> bool:
+        """True while the push thread runs."""
+        return self._thread is not None and self._thread.is_alive()
+
+    def stop(self, final: bool = True, timeout: float | None = None) -> None:
+        """Stop the thread; with ``final`` send one last snapshot marking this process gone."""
+        if self._stop.is_set():
+            return  # already stopped (and said goodbye); atexit may call again
+        self._stop.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout if timeout is not None else self.timeout + 1)
+            if self._thread.is_alive():
+                return  # stuck in a push to a hung sidecar: don't hold up exit any longer
+        if final:
+            # At exit every second counts (gunicorn's graceful timeout, a pod's grace
+            # period): a short timeout, and only a brief try if the sidecar was already gone.
+            self.push(final=True, timeout=min(self.timeout, 1.0) if self._healthy else 0.2)
+
+    def _run(self) -> None:
+        self.push()
+        while not self._stop.wait(self.interval):
+            self.push()
+
+    def push(self, final: bool = False, timeout: float | None = None) -> bool:
+        """Send one snapshot now; returns whether the sidecar accepted it."""
+        with self._send_lock:
+            try:
+                self.seq += 1
+                body = json.dumps(
+                    process_snapshot(
+                        self._identity(),
+                        registry.instrumentations(),
+                        seq=self.seq,
+                        interval=self.interval,
+                        final=final,
+                    ),
+                    separators=(",", ":"),
+                ).encode()
+                request = urllib.request.Request(self.url, data=body, method="POST")
+                request.add_header("Content-Type", "application/json")
+                if self._token:
+                    request.add_header("Authorization", f"Bearer {self._token}")
+                with urllib.request.urlopen(request, timeout=timeout or self.timeout) as response:
+                    response.read()
+            except Exception as exc:
+                self.failed += 1
+                if self._healthy:
+                    self._healthy = False
+                    log.warning(
+                        "push to sidecar failed; will retry each interval",
+                        url=_redact(self.url),
+                        error=_reason(exc),
+                    )
+                return False
+            self.sent += 1
+            if not self._healthy:
+                self._healthy = True
+                log.info("push to sidecar recovered", url=_redact(self.url))
+            return True
+
+
+def _warm_up(url: str) -> None:
+    # Do in the caller's thread what the first push would import lazily (the idna codec
+    # for getaddrinfo, the email parser for response headers). A fork() while the push
+    # thread is inside an import leaves that module's import lock held for ever in the
+    # child — a gunicorn worker forked right after preload — and the child's own push
+    # thread would hang on it at its first push.
+    "localhost".encode("idna")
+    urllib.request.Request(url, data=b"", method="POST")
+    http.client.parse_headers(io.BytesIO(b"Content-Type: application/json\r\n\r\n"))
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, urllib.error.HTTPError):
+        try:
+            detail: Any = json.loads(exc.read() or b"{}").get("error", "")
+        except Exception:
+            detail = ""
+        return f"HTTP {exc.code} {detail}".strip()
+    if isinstance(exc, urllib.error.URLError):
+        return str(exc.reason)
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _redact(url: str) -> str:
+    # A push URL should carry no credentials, but never echo userinfo if it does.
+    scheme, sep, rest = url.partition("://")
+    if "@" in rest.split("/", 1)[0]:
+        rest = "***@" + rest.split("@", 1)[1]
+    return f"{scheme}{sep}{rest}"

@@ -1,0 +1,95 @@
+"""The instrumented engines of this process, each with its stats and wiring.
+
+The registry maps each instrumented engine to its :class:`Instrumentation`. It holds
+engines weakly: an engine the app drops is forgotten with its stats, so instrumenting
+short-lived engines leaks nothing. Names are unique within a process: a second engine
+with the same URL gets ``name#2``. Readers (the embedded collector, the pusher, the
+monitor thread) take :func:`instrumentations`; only
+:mod:`~sqlalchemy_pool_exporter.instrumentation.engines` adds and removes.
+"""
+
+from __future__ import annotations
+
+import threading
+import weakref
+
+from sqlalchemy.engine import Engine
+
+from sqlalchemy_pool_exporter.instrumentation.listeners import Wiring
+from sqlalchemy_pool_exporter.instrumentation.poolstate import read_info
+from sqlalchemy_pool_exporter.instrumentation.stats import PoolStats
+from sqlalchemy_pool_exporter.logs import RateLimitedReporter, get_logger
+
+log = get_logger(__name__)
+#: Errors inside the exporter, counted and logged at most once a minute per place.
+reporter = RateLimitedReporter(log)
+#: Guards the registry; also held across fork() (see runtime).
+lock = threading.RLock()
+_registry: dict[int, Instrumentation] = {}
+
+
+class Instrumentation:
+    """One engine's exporter state: its stats, its event wiring and its static info."""
+
+    def __init__(self, engine: Engine, stats: PoolStats) -> None:
+        self._engine_ref = weakref.ref(engine)
+        self.stats = stats
+        self.wiring = Wiring(engine, stats, reporter)
+
+    @property
+    def engine(self) -> Engine | None:
+        """The instrumented engine, or None once the app has dropped it."""
+        return self._engine_ref()
+
+    def info(self) -> dict[str, str]:
+        """Labels of ``sqlalchemy_pool_info`` for the engine's current pool."""
+        engine = self.engine
+        return read_info(engine) if engine is not None else {}
+
+
+def lookup(engine: Engine) -> Instrumentation | None:
+    """The live instrumentation of ``engine``, if any."""
+    with lock:
+        inst = _registry.get(id(engine))
+        return inst if inst is not None and inst.engine is engine else None
+
+
+def unique_name(wanted: str) -> str:
+    """``wanted``, or ``wanted#N`` if a live engine of this process has that name."""
+    with lock:
+        taken = {i.stats.name for i in _registry.values() if i.engine is not None}
+    if wanted not in taken:
+        return wanted
+    n = 2
+    while f"{wanted}#{n}" in taken:
+        n += 1
+    return f"{wanted}#{n}"
+
+
+def add(engine: Engine, inst: Instrumentation) -> None:
+    """Register ``inst`` for ``engine``; forgotten when the engine is collected."""
+    key = id(engine)
+    with lock:
+        _registry[key] = inst
+    weakref.finalize(engine, _forget, key, inst)
+
+
+def remove(engine: Engine) -> Instrumentation | None:
+    """Take ``engine``'s instrumentation out of the registry; returns it."""
+    with lock:
+        inst = lookup(engine)
+        if inst is not None:
+            del _registry[id(engine)]
+        return inst
+
+
+def _forget(key: int, inst: Instrumentation) -> None:
+    with lock:
+        if _registry.get(key) is inst:
+            del _registry[key]
+
+
+def instrumentations() -> list[Instrumentation]:
+    """Every live instrumentation of this process, in instrumenting order."""
+    with lock:
+        return [i for i in _registry.values() if i.engine is not None]

@@ -1,0 +1,282 @@
+"""Per-pool statistics kept in the process: the state behind every metric.
+
+One :class:`PoolStats` exists per instrumented engine (not per pool object: the engine's
+pool is replaced by ``engine.dispose()``, and counting must carry on across that).
+
+Concepts, as the metrics use them:
+
+* **checked out** — a connection handed to the app by the pool and not yet given back.
+  A checkout ends at *checkin* (``close()``, or the garbage collector reclaiming a
+  forgotten connection on sync drivers) or at *detach* (the connection leaves the pool's
+  custody; asyncio drivers reclaim forgotten connections this way). Invalidation does
+  not end a checkout: the app still holds the (now dead) proxy until it closes it.
+* **pending** — callers inside ``pool.connect()`` that have not got a connection yet.
+* **wait** — time spent inside ``pool.connect()``: queue wait, opening a new connection,
+  pre-ping. Waits that end in a ``QueuePool limit ... reached`` timeout are observed
+  too, so the histogram shows how long callers hung before failing.
+* **use** — time from checkout to the end of that checkout.
+* **leak** — a checkout older than the leak threshold. It is flagged once (counted in
+  ``leaks_total`` and logged with its checkout site) and stays in the leaked gauge until
+  it ends.
+
+The hot path updates every field with plain single-statement arithmetic (atomic under
+the GIL, see :mod:`~sqlalchemy_pool_exporter.instrumentation.acquire`); metric families
+are built from :meth:`PoolStats.read` only when a scrape or a push asks.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+import weakref
+from collections import deque
+from dataclasses import dataclass, field
+from types import CodeType
+from typing import Any
+
+from sqlalchemy_pool_exporter.instrumentation import sites
+from sqlalchemy_pool_exporter.instrumentation.histogram import DEFAULT_BUCKETS, Histogram
+from sqlalchemy_pool_exporter.logs import get_logger
+from sqlalchemy_pool_exporter.protocol.catalog import COUNTER_FIELDS
+
+log = get_logger(__name__)
+
+#: (perf_counter at checkout, site code object, site instruction offset, thread ident,
+#: weakref to the proxy): flat, so a checkout allocates one tuple (see ``sites``).
+HeldEntry = tuple[float, "CodeType | None", int, int, "weakref.ref[Any]"]
+
+#: Counters of the catalog that are checkout counts: each is the observation count of a
+#: wait histogram (one statement less per checkout), not an attribute of its own.
+HISTOGRAM_COUNTERS = ("checkouts", "checkout_timeouts")
+#: Every other counter of the catalog is a plain attribute, incremented where it happens.
+PLAIN_COUNTERS = tuple(n for n in COUNTER_FIELDS if n not in HISTOGRAM_COUNTERS)
+
+
+@dataclass
+class HeldConnection:
+    """One checked-out connection as reported to readers."""
+
+    age_seconds: float
+    site: str
+    thread: str
+    leaked: bool
+
+
+@dataclass
+class StatsReading:
+    """A consistent copy of a pool's event-derived state at one instant."""
+
+    counters: dict[str, int]
+    pending: int
+    checked_out: int
+    peak_checked_out: int
+    leaked: int
+    oldest_checkout_seconds: float
+    histograms: dict[str, Any]
+    held: list[HeldConnection] = field(default_factory=list)
+
+
+class PoolStats:
+    """Counters, gauges and histograms of one instrumented engine's pool."""
+
+    # Slots: the hot path updates a few of these on every checkout.
+    __slots__ = (
+        "_slot_seconds",
+        "_slot_start",
+        "_slots",
+        "_started_base",
+        "capture_sites",
+        "connect",
+        "held",
+        "leak_threshold",
+        "leaked",
+        "lock",
+        "name",
+        "peak",
+        "peak_window",
+        "use",
+        "wait",
+        "wait_timed_out",
+        "waits_failed",
+        "waits_started",
+        *PLAIN_COUNTERS,
+    )
+
+    # The plain counters (PLAIN_COUNTERS), for type checkers; set from the catalog.
+    connections_created: int
+    connect_errors: int
+    connections_closed: int
+    invalidations_hard: int
+    invalidations_soft: int
+    leaks: int
+    gc_reclaimed: int
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        leak_threshold: float = 30.0,
+        peak_window: float = 30.0,
+        buckets: tuple[float, ...] = DEFAULT_BUCKETS,
+    ) -> None:
+        self.name = name
+        # Serialises the readers (scrapes, pushes, the monitor) among themselves; the hot
+        # path takes no lock (see sqlalchemy_pool_exporter.instrumentation.acquire).
+        self.lock = threading.RLock()
+        self.leak_threshold = leak_threshold
+        self.capture_sites = leak_threshold > 0
+        for counter in PLAIN_COUNTERS:
+            setattr(self, counter, 0)
+        # pending = waits started - (checkouts + timeouts + waits_failed); ``next()`` on
+        # a count is one atomic C call, so a waiter announces itself for ~20 ns.
+        self.waits_started = itertools.count()
+        self.waits_failed = 0  # connect errors and re-entrant checkouts end a wait too
+        self._started_base = 0  # waits started before the last reset (fork)
+        self.held: dict[Any, HeldEntry] = {}
+        # record -> the held entry that was flagged; a flag counts only while that very
+        # entry is still held, so a race with its return can never leave a stale leak.
+        self.leaked: dict[Any, HeldEntry] = {}
+        # Waits that got a connection, and waits that ended in a pool timeout: their
+        # observation counts are the checkouts and checkout_timeouts counters.
+        self.wait = Histogram(buckets)
+        self.wait_timed_out = Histogram(buckets)
+        self.use = Histogram(buckets)
+        self.connect = Histogram(buckets)
+        # Peak tracking: the hot path raises ``peak`` (max checked out in the current
+        # slot); ``rotate_peak`` closes slots so the window slides without a clock read
+        # on the hot path.
+        self.peak = 0
+        self.peak_window = peak_window
+        self._slot_seconds = max(peak_window / 6.0, 0.05)
+        self._slot_start = time.monotonic()
+        self._slots: deque[tuple[float, int]] = deque()
+
+    def reset(self) -> None:
+        """Start every counter, gauge and histogram from zero, in place (after fork)."""
+        for name in PLAIN_COUNTERS:
+            setattr(self, name, 0)
+        self.waits_failed = 0
+        # The hot path holds this count object; zero pending by catching up with it.
+        self._started_base = _count_value(self.waits_started)
+        self.held.clear()
+        self.leaked.clear()
+        for hist in (self.wait, self.wait_timed_out, self.use, self.connect):
+            hist.counts[:] = [0] * len(hist.counts)
+            hist.sum = 0.0
+        self.peak = 0
+        self._slots.clear()
+        self._slot_start = time.monotonic()
+
+    @property
+    def checkouts(self) -> int:
+        """Successful checkouts so far."""
+        return self.wait.total()
+
+    @property
+    def checkout_timeouts(self) -> int:
+        """Checkouts that failed with a pool timeout so far."""
+        return self.wait_timed_out.total()
+
+    # -- readers (scrape/push time) -------------------------------------------------
+
+    def rotate_peak(self, now: float | None = None) -> int:
+        """Slide the peak window to ``now``; return the peak checked-out count in it."""
+        now = time.monotonic() if now is None else now
+        with self.lock:
+            if now - self._slot_start >= self._slot_seconds:
+                self._slots.append((self._slot_start, self.peak))
+                self._slot_start = now
+                self.peak = len(self.held)
+            horizon = now - self.peak_window
+            while self._slots and self._slots[0][0] + self._slot_seconds < horizon:
+                self._slots.popleft()
+            return max([self.peak, len(self.held), *(m for _, m in self._slots)])
+
+    def scan_leaks(self) -> None:
+        """Flag checkouts that crossed the leak threshold; count and log each once."""
+        if self.leak_threshold <= 0:
+            return
+        now = time.perf_counter()
+        fresh: list[tuple[float, HeldEntry]] = []
+        with self.lock:
+            held = list(self.held.items())  # one C call: a consistent copy
+            for rec, flagged in list(self.leaked.items()):
+                if self.held.get(rec) is not flagged:
+                    self.leaked.pop(rec, None)  # returned while being flagged
+            for rec, entry in held:
+                age = now - entry[0]
+                if age > self.leak_threshold and self.leaked.get(rec) is not entry:
+                    self.leaked[rec] = entry
+                    self.leaks += 1
+                    fresh.append((age, entry))
+        for age, entry in fresh:
+            log.warning(
+                "connection leak suspected",
+                pool=self.name,
+                age_seconds=round(age, 3),
+                threshold_seconds=self.leak_threshold,
+                site=_site(entry),
+                thread=sites.thread_name(entry[3]),
+            )
+
+    def read(self, *, top: int = 10) -> StatsReading:
+        """A consistent copy of every counter, gauge and histogram, plus the top held."""
+        self.scan_leaks()
+        peak = self.rotate_peak()
+        now = time.perf_counter()
+        with self.lock:
+            counters = {n: getattr(self, n) for n in COUNTER_FIELDS}
+            held = list(self.held.items())  # one C call: a consistent copy
+            leaked = self.leaked
+            entries = sorted(
+                ((now - e[0], e, leaked.get(rec) is e) for rec, e in held),
+                key=lambda item: -item[0],
+            )
+            finished = counters["checkouts"] + counters["checkout_timeouts"] + self.waits_failed
+            started = _count_value(self.waits_started) - self._started_base
+            reading = StatsReading(
+                counters=counters,
+                pending=max(0, started - finished),
+                checked_out=len(held),
+                peak_checked_out=peak,
+                leaked=sum(1 for _, _, is_leaked in entries if is_leaked),
+                oldest_checkout_seconds=entries[0][0] if entries else 0.0,
+                histograms={
+                    "wait_seconds": self.wait.data(self.wait_timed_out),
+                    "use_seconds": self.use.data(),
+                    "connect_seconds": self.connect.data(),
+                },
+            )
+        reading.held = [
+            HeldConnection(
+                age_seconds=age,
+                site=_site(entry),
+                thread=sites.thread_name(entry[3]),
+                leaked=leaked,
+            )
+            for age, entry, leaked in entries[:top]
+        ]
+        return reading
+
+    # -- cold paths of the hot-path wrappers -------------------------------------
+
+    def leak_returned(self, entry: HeldEntry, held_seconds: float, reclaimed: bool) -> None:
+        """Log that a connection flagged as leaked has finally come back."""
+        log.info(
+            "leaked connection returned",
+            pool=self.name,
+            held_seconds=round(held_seconds, 3),
+            site=_site(entry),
+            reclaimed_by_gc=reclaimed,
+        )
+
+
+def _count_value(counter: itertools.count[int]) -> int:
+    # itertools.count exposes its next value only through repr: "count(42)".
+    return int(repr(counter)[6:-1])
+
+
+def _site(entry: HeldEntry) -> str:
+    """Text of the checkout site kept in a held entry."""
+    return sites.describe(None if entry[1] is None else (entry[1], entry[2]))

@@ -1,0 +1,308 @@
+"""The PostgreSQL probe: what only the server knows about its connections.
+
+Pools see their own side; the server sees every client at once. The probe asks the
+server, from a background thread every ``interval`` seconds, for
+
+* ``max_connections`` and the slots reserved for superusers
+  (``superuser_reserved_connections``, plus ``reserved_connections`` on PostgreSQL 16+),
+  so a dashboard can set the apps' combined pool limits against what the server accepts;
+* client backends by ``pg_stat_activity.state`` (the probe's own session excluded);
+* the age of the oldest open transaction per state — an ``idle in transaction`` session
+  holds locks and snapshots while nobody works on it. PostgreSQL forgets the start of a
+  transaction that failed, so for ``idle in transaction (aborted)`` the age is counted
+  from the failure (a lower bound).
+
+Cost and bounds: one query, one round trip per interval, on one kept-open connection in
+autocommit mode (no ``BEGIN``). ``statement_timeout`` and a read-only session are set in
+the connection's startup packet (no extra round trip), ``connect_timeout`` and TCP
+keepalives bound a dead network. A failed probe closes the connection; the next one
+reconnects. A probe whose reused connection turns out dead (server restarted) reconnects
+and retries once at once, so a restart alone does not report the server down.
+
+Scrapes never touch the database: :meth:`DatabaseProbe.collect` serves the last result.
+After a failed probe only ``sqlalchemy_pool_db_up 0`` is served (stale numbers would
+look current). Every series carries ``database`` (the database name from the URL, never
+a user or password), so probes of several databases can share one registry.
+
+The role needs ``pg_monitor`` (or ``pg_read_all_stats``) to see other roles' sessions;
+without it their state reads ``unknown``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import re
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg2
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from sqlalchemy_pool_exporter.logs import get_logger
+from sqlalchemy_pool_exporter.probes.url import probe_target
+
+log = get_logger(__name__)
+
+#: States always exported (0 when absent), so dashboard series do not come and go.
+STANDARD_STATES = ("active", "idle", "idle in transaction", "idle in transaction (aborted)")
+
+#: The whole probe: settings and per-state backend counts and oldest transaction ages.
+#: The LEFT JOIN keeps one row (the settings) when there is no other client at all.
+QUERY = """\
+WITH backends AS (
+    SELECT coalesce(state, 'unknown') AS state,
+           extract(epoch FROM clock_timestamp() - CASE
+               WHEN state = 'idle in transaction (aborted)' THEN coalesce(xact_start, state_change)
+               ELSE xact_start END)::float8 AS xact_age
+    FROM pg_stat_activity
+    WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()
+), by_state AS (
+    SELECT state, count(*)::int AS n, greatest(coalesce(max(xact_age), 0), 0) AS oldest
+    FROM backends GROUP BY state
+)
+SELECT current_setting('max_connections')::int,
+       current_setting('superuser_reserved_connections')::int
+         + coalesce(nullif(current_setting('reserved_connections', true), '')::int, 0),
+       by_state.state, by_state.n, by_state.oldest
+FROM (SELECT 1) AS one LEFT JOIN by_state ON true"""
+
+# (pattern, replacement): libpq and psycopg2 may echo a DSN or URL in error text.
+_SECRET_PATTERNS = (
+    (re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE), r"\1***"),
+    (re.compile(r"(://[^:/@\s]*:)[^@\s]*(@)"), r"\1***\2"),
+)
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    """One successful probe: server limits and client backends by state."""
+
+    max_connections: int
+    reserved_connections: int
+    connections: dict[str, int] = field(default_factory=dict)
+    oldest_transaction_seconds: dict[str, float] = field(default_factory=dict)
+
+
+def connect_kwargs(url: str) -> dict[str, Any]:
+    """psycopg2.connect() keyword arguments from a PostgreSQL URL or libpq DSN string."""
+    target = probe_target(url)
+    if target.dsn is not None:
+        return dict(target.dsn)
+    kwargs: dict[str, Any] = dict(target.query)
+    given: dict[str, Any] = {
+        "host": target.host,
+        "port": target.port,
+        "user": target.user,
+        "password": target.password,
+        "dbname": target.database,
+    }
+    kwargs.update({k: v for k, v in given.items() if v is not None})
+    return kwargs
+
+
+def redact(text: str, secret: str | None) -> str:
+    """``text`` with ``secret`` and anything that looks like a password replaced."""
+    if secret:
+        text = text.replace(secret, "***")
+    for pattern, replacement in _SECRET_PATTERNS:
+        text = pattern.sub(replacement, text)
+    return text
+
+
+class DatabaseProbe(Collector):
+    """Periodic PostgreSQL probe serving the ``sqlalchemy_pool_db_*`` series."""
+
+    def __init__(
+        self,
+        url: str,
+        interval: float = 15.0,
+        statement_timeout: float = 2.0,
+        *,
+        connection_factory: Any = None,
+    ) -> None:
+        if not interval > 0 or not statement_timeout > 0:
+            raise ValueError("interval and statement_timeout must be positive")
+        kwargs = connect_kwargs(url)
+        self._secret = str(kwargs.get("password") or "") or None
+        self.database = str(kwargs.get("dbname") or "")
+        self.target = _describe_target(kwargs)
+        self.interval = interval
+        self.statement_timeout = statement_timeout
+        self._kwargs = _with_bounds(kwargs, statement_timeout)
+        if connection_factory is not None:
+            self._kwargs["connection_factory"] = connection_factory
+        self._conn: Any = None
+        self._lock = threading.Lock()
+        # The last probe's result; None until the first success and after a failure.
+        self._result: ProbeResult | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.probes = 0
+        self.failures = 0
+        self.last_error: str | None = None
+
+    def __repr__(self) -> str:
+        return f"DatabaseProbe({self.target!r}, interval={self.interval})"
+
+    # -- probing -------------------------------------------------------------------
+
+    def probe_once(self) -> bool:
+        """Probe the server now; True on success. Never raises for database errors."""
+        with self._lock:
+            self.probes += 1
+            reused = self._conn is not None
+            try:
+                result = self._query()
+            except Exception as exc:
+                # A kept connection the server dropped (restart, idle kill) says nothing
+                # about the server now: reconnect and try once more. A slow or failing
+                # query on a live connection is a real failure.
+                dropped = reused and self._conn is not None and bool(self._conn.closed)
+                self._close()
+                if not dropped:
+                    return self._failed(exc)
+                try:
+                    result = self._query()
+                except Exception as retry_exc:
+                    self._close()
+                    return self._failed(retry_exc)
+            if self._result is None and self.failures:
+                log.info("database probe recovered", target=self.target)
+            self._result, self.last_error = result, None
+            return True
+
+    def _query(self) -> ProbeResult:
+        if self._conn is None:
+            conn = psycopg2.connect(**self._kwargs)
+            conn.autocommit = True
+            self._conn = conn
+        with self._conn.cursor() as cur:
+            cur.execute(QUERY)
+            rows = cur.fetchall()
+        return _parse(rows)
+
+    def _failed(self, exc: BaseException) -> bool:
+        self.failures += 1
+        error = redact(f"{type(exc).__name__}: {str(exc).strip()}", self._secret)
+        if self._result is not None or self.failures == 1:
+            log.warning("database probe failed", target=self.target, error=error)
+        else:
+            log.debug("database probe failed", target=self.target, error=error)
+        self._result, self.last_error = None, error
+        return False
+
+    def _close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            # closing a broken connection may fail; it is gone anyway
+            with contextlib.suppress(Exception):
+                conn.close()
+
+    # -- background thread ---------------------------------------------------------
+
+    def start(self) -> None:
+        """Probe now and then every ``interval`` seconds in a daemon thread."""
+        if self._thread is not None and self._thread.is_alive():
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(
+            target=self._run, name="pool-exporter-db-probe", daemon=True
+        )
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            try:
+                self.probe_once()
+            except Exception as exc:  # the thread must outlive any surprise
+                log.error("database probe error", error=redact(repr(exc), self._secret))
+            if self._stop.wait(self.interval):
+                return
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Stop the thread and close the connection."""
+        self._stop.set()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout if timeout is not None else self.statement_timeout + 15)
+        self._thread = None
+        with self._lock:
+            self._close()
+
+    # -- exposition ----------------------------------------------------------------
+
+    def collect(self) -> Iterator[Metric]:
+        """The ``sqlalchemy_pool_db_*`` families from the last probe (no database access)."""
+        labels = ["database"]
+        db = [self.database]
+        result = self._result  # one read: a probe finishing meanwhile cannot mix results
+        up = GaugeMetricFamily(
+            "sqlalchemy_pool_db_up", "1 if the last database probe succeeded.", labels=labels
+        )
+        up.add_metric(db, 1.0 if result is not None else 0.0)
+        yield up
+        if result is None:
+            return
+        limit = GaugeMetricFamily(
+            "sqlalchemy_pool_db_max_connections", "Server max_connections.", labels=labels
+        )
+        limit.add_metric(db, result.max_connections)
+        reserved = GaugeMetricFamily(
+            "sqlalchemy_pool_db_reserved_connections",
+            "Connection slots reserved for superusers (and reserved_connections roles).",
+            labels=labels,
+        )
+        reserved.add_metric(db, result.reserved_connections)
+        conns = GaugeMetricFamily(
+            "sqlalchemy_pool_db_connections",
+            "Client backends by pg_stat_activity.state.",
+            labels=[*labels, "state"],
+        )
+        oldest = GaugeMetricFamily(
+            "sqlalchemy_pool_db_oldest_transaction_seconds",
+            "Age of the oldest open transaction, by backend state.",
+            labels=[*labels, "state"],
+        )
+        for state in sorted(set(STANDARD_STATES) | set(result.connections)):
+            conns.add_metric([*db, state], result.connections.get(state, 0))
+            oldest.add_metric([*db, state], result.oldest_transaction_seconds.get(state, 0.0))
+        yield from (limit, reserved, conns, oldest)
+
+
+def _parse(rows: list[tuple[Any, ...]]) -> ProbeResult:
+    if not rows:
+        raise RuntimeError("probe query returned no row")
+    connections: dict[str, int] = {}
+    oldest: dict[str, float] = {}
+    for _, _, state, count, age in rows:
+        if state is not None:
+            connections[str(state)] = int(count)
+            oldest[str(state)] = float(age)
+    return ProbeResult(int(rows[0][0]), int(rows[0][1]), connections, oldest)
+
+
+def _with_bounds(kwargs: dict[str, Any], statement_timeout: float) -> dict[str, Any]:
+    out = dict(kwargs)
+    ms = max(1, int(statement_timeout * 1000))
+    # Session settings travel in the startup packet: no SET round trip per connection.
+    ours = f"-c statement_timeout={ms} -c default_transaction_read_only=on"
+    out["options"] = f"{out['options']} {ours}" if out.get("options") else ours
+    out.setdefault("application_name", "sqlalchemy-pool-exporter")
+    # libpq treats connect_timeout below 2 s as 2 s.
+    out.setdefault("connect_timeout", max(2, math.ceil(statement_timeout)))
+    out.setdefault("keepalives", 1)
+    out.setdefault("keepalives_idle", max(1, math.ceil(statement_timeout)))
+    out.setdefault("keepalives_interval", 1)
+    out.setdefault("keepalives_count", 3)
+    return out
+
+
+def _describe_target(kwargs: dict[str, Any]) -> str:
+    host = kwargs.get("host") or "localhost"
+    port = kwargs.get("port")
+    where = f"{host}:{port}" if port else str(host)
+    return f"postgresql://{where}/{kwargs.get('dbname') or ''}"

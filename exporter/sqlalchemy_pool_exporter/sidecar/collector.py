@@ -1,0 +1,96 @@
+"""The sidecar's prometheus_client collector: aggregated pools plus its own health.
+
+Pool families come from :func:`~sqlalchemy_pool_exporter.exposition.pool_families`
+(every name and help text from the metric catalog) with labels ``app, pool`` — or
+``app, pool, process`` with per-process output — followed by ``sqlalchemy_pool_processes`` and the
+``pool_exporter_*`` self-metrics. Every scrape first expires silent processes, so
+``/metrics`` never shows a process that has been gone longer than its expiry time.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+
+from prometheus_client.core import Metric
+from prometheus_client.registry import Collector
+
+from sqlalchemy_pool_exporter.exposition import family, pool_families
+from sqlalchemy_pool_exporter.protocol.catalog import metric
+from sqlalchemy_pool_exporter.protocol.records import REASONS
+from sqlalchemy_pool_exporter.sidecar.aggregator import Aggregator
+from sqlalchemy_pool_exporter.sidecar.views import RETIRED, aggregated_items, per_process_items
+
+RESULTS = ("accepted", "rejected")
+
+
+class PushCounters:
+    """Counts of pushes by result and of rejections by reason."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.results = dict.fromkeys(RESULTS, 0)
+        self.rejected = dict.fromkeys(REASONS, 0)
+
+    def accepted(self) -> None:
+        """Count one accepted push."""
+        with self._lock:
+            self.results["accepted"] += 1
+
+    def reject(self, reason: str) -> None:
+        """Count one rejected push."""
+        with self._lock:
+            self.results["rejected"] += 1
+            self.rejected[reason] = self.rejected.get(reason, 0) + 1
+
+
+class SidecarCollector(Collector):
+    """Pool families aggregated across processes, and the exporter's own counters."""
+
+    def __init__(
+        self, aggregator: Aggregator, counters: PushCounters, *, per_process: bool = False
+    ) -> None:
+        self.aggregator = aggregator
+        self.counters = counters
+        self.per_process = per_process
+
+    def collect(self) -> Iterator[Metric]:
+        """Build every family from the aggregator's current state."""
+        agg = self.aggregator
+        agg.expire()
+        if self.per_process:
+            items, counts = per_process_items(agg)
+            families = pool_families(("app", "pool", "process"), items)
+            # The retired pseudo-process has totals but no state now: drop its gauges.
+            families[0].samples = [
+                s for s in families[0].samples if s.labels.get("process") != RETIRED
+            ]
+        else:
+            items, counts = aggregated_items(agg)
+            families = pool_families(("app", "pool"), items)
+        yield from families
+        processes = family(metric("sqlalchemy_pool_processes"), ("app", "pool"))
+        for app, pool, n in counts:
+            processes.add_metric([app, pool], n)
+        yield processes
+        yield from self._self_metrics()
+
+    def _self_metrics(self) -> Iterator[Metric]:
+        agg = self.aggregator
+        pushes = family(metric("pool_exporter_pushes"), ())
+        rejected = family(metric("pool_exporter_push_rejected"), ())
+        with self.counters._lock:
+            for result, n in self.counters.results.items():
+                pushes.add_metric([result], n)
+            for reason, n in self.counters.rejected.items():
+                rejected.add_metric([reason], n)
+        yield pushes
+        yield rejected
+        for name, value in (
+            ("pool_exporter_processes", agg.live_count()),
+            ("pool_exporter_processes_expired", agg.expired_total),
+            ("pool_exporter_pool_resets", agg.resets_total),
+        ):
+            own = family(metric(name), ())
+            own.add_metric([], value)
+            yield own

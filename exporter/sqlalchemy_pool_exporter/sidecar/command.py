@@ -1,0 +1,123 @@
+"""``sqlalchemy-pool-exporter serve``: run the sidecar until SIGTERM or Ctrl-C.
+
+Every :class:`~sqlalchemy_pool_exporter.sidecar.settings.SidecarSettings` field is a
+flag (``max_body_bytes`` → ``--max-body-bytes``); a flag wins over its
+``POOL_EXPORTER_*`` variable. An invalid value exits with status 2 and one line naming
+the setting. Once both listeners are bound, one log line ``listening`` gives the actual
+addresses (``metrics``, ``push``), so port 0 works for tests and tools. With
+``--database-url`` the PostgreSQL probe runs in the same process and its families join
+``/metrics``; the URL itself is never logged.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+from typing import Any
+
+from pydantic import ValidationError
+
+from sqlalchemy_pool_exporter.logs import configure_process_logging, get_logger
+from sqlalchemy_pool_exporter.settings import PREFIX, describe_error
+from sqlalchemy_pool_exporter.sidecar.server import Sidecar
+from sqlalchemy_pool_exporter.sidecar.settings import SidecarSettings
+
+log = get_logger("sqlalchemy_pool_exporter.sidecar")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """One flag per sidecar setting."""
+    for name, info in SidecarSettings.model_fields.items():
+        flag = "--" + name.replace("_", "-")
+        env = f"env {PREFIX}{name.upper()}"
+        help_text = f"{info.description or ''} ({env}; default {info.default!r})"
+        if info.annotation is bool:
+            parser.add_argument(
+                flag, dest=name, action=argparse.BooleanOptionalAction, default=None, help=help_text
+            )
+        else:
+            parser.add_argument(flag, dest=name, default=None, metavar=name.upper(), help=help_text)
+
+
+def load(args: argparse.Namespace) -> SidecarSettings:
+    """Settings from the environment, overridden by the flags given."""
+    given = {
+        n: getattr(args, n)
+        for n in SidecarSettings.model_fields
+        if getattr(args, n, None) is not None
+    }
+    return SidecarSettings(**given)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Serve until SIGTERM/SIGINT; 2 on invalid settings, 1 if a port cannot be bound."""
+    try:
+        settings = load(args)
+    except ValidationError as exc:
+        print(f"sqlalchemy-pool-exporter serve: {describe_error(exc)}", file=sys.stderr)
+        return 2
+    configure_process_logging(settings.log_format, settings.log_level)
+    # Signal handlers first: a SIGTERM that arrives as soon as "listening" is printed
+    # (tools wait for that line) must stop the sidecar cleanly, not kill it.
+    done = threading.Event()
+
+    def _stop(signum: int, _frame: Any) -> None:
+        done.set()
+
+    previous = {s: signal.signal(s, _stop) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        return _serve(settings, Sidecar(settings), done)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _serve(settings: SidecarSettings, sidecar: Any, done: threading.Event) -> int:
+    try:
+        sidecar.start()
+    except OSError as exc:
+        log.error(
+            "cannot listen",
+            error=f"{exc.strerror or exc}",
+            listen=settings.listen,
+            push_listen=settings.push_listen,
+        )
+        return 1
+    probe = _make_probe(settings, sidecar.registry)
+    log.info(
+        "listening",
+        metrics=sidecar.metrics_url,
+        push=sidecar.push_url,
+        per_process=settings.per_process,
+        token=settings.token is not None,
+        probe=probe is not None,
+    )
+    if probe is not None:
+        probe.start()  # after the "listening" line, which tools wait for first
+    try:
+        while not done.wait(1.0):
+            pass
+    finally:
+        if probe is not None:
+            probe.stop()
+        sidecar.stop()
+        log.info("stopped", processes=sidecar.aggregator.live_count())
+    return 0
+
+
+def _make_probe(settings: SidecarSettings, registry: Any) -> Any:
+    if settings.database_url is None:
+        return None
+    try:
+        # The driver is an extra ([postgres]): imported only when a probe is configured.
+        from sqlalchemy_pool_exporter.probes.postgres import DatabaseProbe
+    except ImportError as exc:
+        log.warning("database probe unavailable", error=str(exc))
+        return None
+    probe = DatabaseProbe(
+        settings.database_url.get_secret_value(), interval=settings.probe_interval
+    )
+    registry.register(probe)
+    return probe

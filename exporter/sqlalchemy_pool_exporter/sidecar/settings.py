@@ -1,0 +1,71 @@
+"""Options of ``sqlalchemy-pool-exporter serve``: each a flag and a ``POOL_EXPORTER_*`` variable.
+
+An invalid value fails at start with one line naming the setting
+(:func:`sqlalchemy_pool_exporter.settings.describe_error`).
+"""
+
+from __future__ import annotations
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from sqlalchemy_pool_exporter.probes.url import probe_target
+from sqlalchemy_pool_exporter.settings import PREFIX
+
+
+def _check_hostport(value: str) -> str:
+    _host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"expected host:port, got {value!r}")
+    return value
+
+
+class SidecarSettings(BaseSettings):
+    """Options of ``sqlalchemy-pool-exporter serve``."""
+
+    model_config = SettingsConfigDict(env_prefix=PREFIX, extra="ignore")
+
+    listen: str = Field(
+        default="0.0.0.0:9187", description="host:port for /metrics, /healthz, /api/pools."
+    )
+    push_listen: str = Field(default="127.0.0.1:9188", description="host:port for POST /v1/push.")
+    token: SecretStr | None = Field(default=None, description="Bearer token required on pushes.")
+    per_process: bool = Field(default=False, description="Also expose per-process series.")
+    max_processes: int = Field(default=1000, ge=1, le=100_000, description="Live processes kept.")
+    max_pools: int = Field(default=64, ge=1, le=10_000, description="Pools per process.")
+    max_label_length: int = Field(default=256, ge=8, le=4096, description="Label value length.")
+    max_body_bytes: int = Field(
+        default=1_048_576, ge=1024, le=64 * 1_048_576, description="Largest push body accepted."
+    )
+    expiry_factor: float = Field(
+        default=3.0,
+        ge=1.0,
+        le=100.0,
+        description="A process expires after this many silent intervals.",
+    )
+    database_url: SecretStr | None = Field(
+        default=None, description="PostgreSQL URL for the probe."
+    )
+    probe_interval: float = Field(
+        default=15.0, gt=0, le=3600, description="Seconds between probes."
+    )
+    log_format: str = Field(
+        default="auto",
+        pattern="^(auto|json|console)$",
+        description="json, console or auto (console on a TTY).",
+    )
+    log_level: str = Field(
+        default="info",
+        pattern="^(?i)(debug|info|warning|error|critical)$",
+        description="Log level.",
+    )
+
+    _hostport = field_validator("listen", "push_listen")(_check_hostport)
+
+    @field_validator("database_url")
+    @classmethod
+    def _postgres_url(cls, value: SecretStr | None) -> SecretStr | None:
+        # Fail at start, naming the setting, rather than when the probe first runs.
+        if value is not None and value.get_secret_value():
+            probe_target(value.get_secret_value())  # its ValueError never carries the URL
+        return value
