@@ -61,7 +61,7 @@ def test_demo_runs_sidecar_and_workers_and_stops_by_itself() -> None:
     assert len(seen) >= 4 and seen == sorted(seen), seen
     assert re.search(r"^demo: final processes=0 ", out, re.M)  # every worker retired at exit
     assert "connection leak suspected" in out
-    assert "site='exporter/demo.py:" in out
+    assert "site='exporter/sqlalchemy_pool_exporter/cli/demo.py:" in out
     assert out.rstrip().endswith("demo: done")
 
 
