@@ -63,7 +63,8 @@ def test_installed_package_reads_its_packaged_assets(image_venv: ImageVenv, tmp_
     module, root = result.stdout.split()
     site = image_venv.venv / "lib"
     assert Path(module).is_relative_to(site)  # the wheel, not this checkout
-    assert Path(root).is_relative_to(site) and Path(root).parts[-2:] == ("sqlalchemy_pool_exporter", "_assets")
+    assert Path(root).is_relative_to(site)
+    assert Path(root).parts[-2:] == ("sqlalchemy_pool_exporter", "_assets")
 
 
 def test_assets_command_writes_files_identical_to_the_repository(
