@@ -8,6 +8,7 @@ in :mod:`sqlalchemy_pool_exporter.protocol.wire`, its fields in the metric catal
 from __future__ import annotations
 
 import os
+import secrets
 import socket
 import time
 import uuid
@@ -20,13 +21,19 @@ from sqlalchemy_pool_exporter.protocol.wire import SCHEMA_VERSION
 
 @dataclass
 class ProcessIdentity:
-    """Who is pushing: a random instance id (new after fork), pid, host and app."""
+    """Who is pushing: a random instance id (new after fork), pid, host and app.
+
+    ``key`` is a second random value that only this process knows: the sidecar shows
+    instance ids to whoever may read ``/api/pools?instances=1``, but accepts pushes for
+    an instance only with the key its first push carried.
+    """
 
     app: str
     instance: str = field(default_factory=lambda: uuid.uuid4().hex)
     pid: int = field(default_factory=os.getpid)
     host: str = field(default_factory=socket.gethostname)
     started_at: float = field(default_factory=time.time)
+    key: str = field(default_factory=lambda: secrets.token_hex(16), repr=False)
 
     def as_dict(self) -> dict[str, Any]:
         """Wire form of the identity."""
@@ -36,6 +43,7 @@ class ProcessIdentity:
             "host": self.host,
             "app": self.app,
             "started_at": self.started_at,
+            "key": self.key,
         }
 
 

@@ -23,6 +23,9 @@ REASONS = (
     "bucket_layout",
     "identity_changed",
     "stale_sequence",
+    "too_many_groups",
+    "implausible_value",
+    "state_too_large",
 )
 
 
@@ -71,6 +74,8 @@ class Push:
     final: bool
     sent_at: float
     pools: dict[str, PoolData]
+    #: Random per-process secret: only the process that chose ``instance`` knows it.
+    key: str = ""
 
     @property
     def process(self) -> str:

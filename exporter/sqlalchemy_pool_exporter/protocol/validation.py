@@ -35,8 +35,13 @@ from sqlalchemy_pool_exporter.protocol.catalog import (
 from sqlalchemy_pool_exporter.protocol.records import HistData, Limits, PoolData, Push, PushRejected
 from sqlalchemy_pool_exporter.protocol.wire import SCHEMA_VERSION
 
-MAX_COUNT = 2**63 - 1  # beyond this a count is certainly garbage (and loses precision)
+#: Whole counts up to 2**53 are exact in a float64, which is what Prometheus stores;
+#: beyond it ``total + 1 == total`` and one push would freeze a total for good.
+MAX_COUNT = 2**53
 MAX_NUMBER = 1e300
+#: Largest histogram sum (seconds): 2**40 s is 35,000 years of summed waits, and keeps a
+#: sum's float resolution finer than a millisecond.
+MAX_SUM = float(2**40)
 MAX_RATIO = 1e6
 MAX_BUCKETS = 64
 MAX_HELD = 100
@@ -123,6 +128,7 @@ def parse_push(body: bytes, limits: Limits) -> Push:
     proc = _object(doc.get("process"), "process")
     label_limit = limits.max_label_length
     instance = _text(proc.get("instance"), "process.instance", MAX_INSTANCE_LENGTH, label=False)
+    key = _text(proc.get("key", ""), "process.key", MAX_INSTANCE_LENGTH, label=False)
     app = _text(proc.get("app"), "process.app", label_limit)
     host = _text(proc.get("host"), "process.host", label_limit)
     if not instance or not app:
@@ -153,6 +159,7 @@ def parse_push(body: bytes, limits: Limits) -> Push:
         final=final,
         sent_at=_number(doc.get("sent_at", 0.0), "sent_at"),
         pools=parsed,
+        key=key,
     )
 
 
@@ -237,7 +244,10 @@ def _histogram(value: Any, where: str) -> HistData:
     count = _count(hist.get("count"), f"{where}.count")
     if counts[-1] != count:
         raise _bad(f"{where}.count", "must equal the +Inf bucket count")
-    return HistData(bounds, tuple(counts), _number(hist.get("sum"), f"{where}.sum"), count)
+    total = _number(hist.get("sum"), f"{where}.sum")
+    if total > MAX_SUM:
+        raise _bad(f"{where}.sum", f"above {MAX_SUM:.0f} seconds")
+    return HistData(bounds, tuple(counts), total, count)
 
 
 def _held(value: Any, where: str, label_limit: int) -> dict[str, Any]:

@@ -11,7 +11,7 @@ Schema version 1 (JSON)::
 
     {"schema": 1, "seq": 7, "interval": 5.0, "final": false, "sent_at": 1763712000.0,
      "process": {"instance": "9f2c…", "pid": 4242, "host": "web-1", "app": "shop",
-                 "started_at": 1763711000.0},
+                 "started_at": 1763711000.0, "key": "51e0…"},
      "pools": {"postgresql://db:5432/shop": {
          "info": {"pool_class": "QueuePool", "dialect": "postgresql", ...},
          "gauges": {"checked_out": 3, "idle": 2, "pending": 0, "overflow": 0,
@@ -27,6 +27,9 @@ Schema version 1 (JSON)::
 ``size``, ``max_overflow``, ``max_connections`` and the two ratios are ``null`` where the
 pool has no such limit; ``max_overflow`` is ``-1`` for ``QueuePool(max_overflow=-1)``.
 Histogram ``counts`` are cumulative, one per finite bound plus the last for +Inf.
+``process.key`` (optional) is a random secret of the process: the sidecar accepts pushes
+for an instance only with the key its first push carried, so an instance id someone has
+read cannot be used to push in that process's name.
 """
 
 from __future__ import annotations
