@@ -27,20 +27,31 @@ reject every later push of that process, forever.)
 Rejected without any state change: a sequence number not above the instance's last one
 (409, a duplicate or out-of-order push), a histogram layout different from the one
 already seen for that (app, pool), an instance that changes app, a new process beyond
-``max_processes`` (429).
+``max_processes`` (429), a new (app, pool) beyond ``max_groups`` (429,
+``too_many_groups``), numbers that grow implausibly (:mod:`.guards`), and a push for a
+known instance that does not carry the key (``process.key``) its first push set (409,
+``identity_changed``): whoever learns an instance id cannot push in its name, so cannot
+pin its sequence number out of the real process's reach.
+
+Bounded state: an (app, pool) with no live process is dropped ``group_retention``
+seconds after its last process left (its totals with it: a counter reset if it comes
+back), and sooner, oldest first, when a new group needs room under ``max_groups``.
+Tombstones keep only counters and histograms, within a budget of pool records
+(:mod:`.tombstones`).
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy_pool_exporter.protocol.catalog import LIMIT_GAUGES, MAX_GAUGES, SUM_GAUGES
 from sqlalchemy_pool_exporter.protocol.records import PoolData, Push, PushRejected
+from sqlalchemy_pool_exporter.sidecar.guards import check_growth
+from sqlalchemy_pool_exporter.sidecar.tombstones import TombstoneStore, slim
 from sqlalchemy_pool_exporter.sidecar.totals import Totals, layout_of, regression
 
 #: Distinct (app, pool) pairs kept; a new one beyond this is rejected.
@@ -64,6 +75,7 @@ class Tombstone:
     app: str
     seq: int
     pools: dict[str, PoolData]
+    key: str = ""
 
 
 @dataclass
@@ -143,6 +155,9 @@ class Aggregator:
         max_tombstones: int | None = None,
         clock: Callable[[], float] = time.monotonic,
         on_expire: Callable[[Push, float], None] | None = None,
+        max_groups: int = MAX_GROUPS,
+        group_retention: float = 3600.0,
+        max_tombstone_pools: int = 16384,
     ) -> None:
         self.max_processes = max_processes
         self.on_expire = on_expire  # called with (last push, silent seconds) per expiry
@@ -152,10 +167,14 @@ class Aggregator:
         self.lock = threading.RLock()
         self.processes: dict[str, Process] = {}
         self.groups: dict[tuple[str, str], Group] = {}
-        self.tombstones: OrderedDict[str, Tombstone] = OrderedDict()
+        self.tombstones = TombstoneStore(self.max_tombstones, max_tombstone_pools)
         self.expired_total = 0
         self.resets_total = 0
         self._swept = float("-inf")
+        self.max_groups = max_groups
+        self.group_retention = group_retention
+        self.groups_dropped_total = 0
+        self._idle_since: dict[tuple[str, str], float] = {}
 
     def apply(self, push: Push) -> None:
         """Fold one validated push in, or raise :class:`PushRejected` changing nothing."""
@@ -205,6 +224,10 @@ class Aggregator:
                 )
             if known.app != push.app:
                 raise PushRejected(400, "identity_changed", "process.app changed for this instance")
+            if known.key != push.key:
+                raise PushRejected(
+                    409, "identity_changed", "process.key differs: the instance is another's"
+                )
         if proc is None and len(self.processes) >= self.max_processes:
             self._expire(self.clock())  # make room for it if anyone has expired
         if proc is None and len(self.processes) >= self.max_processes:
@@ -222,8 +245,40 @@ class Aggregator:
                     "bucket_layout",
                     f"histogram buckets of pool {name[:40]!r} differ from the ones already seen",
                 )
-        if len(self.groups) + new_groups > MAX_GROUPS:
-            raise PushRejected(429, "too_many_pools", f"more than {MAX_GROUPS} distinct pools")
+        elapsed = self.clock() - proc.last_seen if proc is not None else None
+        previous = proc.push.pools if proc is not None else tomb.pools if tomb is not None else {}
+        check_growth(push, previous, elapsed, lambda pool: self._total(push.app, pool))
+        if new_groups and len(self.groups) + new_groups > self.max_groups:
+            self._drop_idle_groups(self.clock(), len(self.groups) + new_groups - self.max_groups)
+        if len(self.groups) + new_groups > self.max_groups:
+            raise PushRejected(
+                429, "too_many_groups", f"more than {self.max_groups} (app, pool) groups"
+            )
+
+    def _total(self, app: str, pool: str) -> Totals | None:
+        group = self.groups.get((app, pool))
+        return group.total if group is not None else None
+
+    def _drop_idle_groups(self, now: float, need: int = 0) -> None:
+        """Drop groups idle past the retention; with ``need``, that many more if there are."""
+        idle = self._idle_since  # in the order groups became idle, so oldest first
+        for key, group in self.groups.items():
+            if group.members:
+                idle.pop(key, None)
+            elif key not in idle:
+                idle[key] = now
+        if need > len(idle):
+            need = 0  # no room to be made: drop only what retention drops anyway
+        drop: list[tuple[str, str]] = []
+        for key, since in idle.items():
+            if len(drop) >= need and now - since < self.group_retention:
+                break
+            drop.append(key)
+        for key in drop:
+            del self.groups[key], idle[key]
+        if drop:
+            self.groups_dropped_total += len(drop)
+            self.tombstones.forget_pools(drop)
 
     def _group(self, app: str, pool: str, data: PoolData) -> Group:
         group = self.groups.get((app, pool))
@@ -239,7 +294,7 @@ class Aggregator:
             group = self.groups[(push.app, name)]
             group.leave(instance)
             group.retired.add(data)
-        self.tombstones[instance] = Tombstone(push.app, push.seq, push.pools)
+        self.tombstones[instance] = Tombstone(push.app, push.seq, slim(push.pools), push.key)
         while len(self.tombstones) > self.max_tombstones:
             self.tombstones.popitem(last=False)
 
@@ -256,6 +311,7 @@ class Aggregator:
             self.expired_total += 1
             if self.on_expire is not None:
                 self.on_expire(push, silent)
+        self._drop_idle_groups(now)
 
     def expire(self) -> None:
         """Retire every process silent for longer than ``expiry_factor`` x its interval."""
