@@ -6,9 +6,10 @@ from typing import Any
 
 import pytest
 
+from sqlalchemy_pool_exporter.sidecar.api import api_document
 from sqlalchemy_pool_exporter.sidecar.server import Sidecar
 from sqlalchemy_pool_exporter.sidecar.settings import SidecarSettings
-from sqlalchemy_pool_exporter.sidecar.views import aggregated_items, api_document, per_process_items
+from sqlalchemy_pool_exporter.sidecar.views import aggregated_items, per_process_items
 from tests.unit.sidecar_payloads import encode, payload, pool
 
 

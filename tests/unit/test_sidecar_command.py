@@ -104,6 +104,15 @@ def test_invalid_setting_exits_2_with_one_line(
 def test_serve_listens_on_port_0_logs_addresses_and_stops_on_sigterm() -> None:
     proc = serve("--listen", "127.0.0.1:0", "--push-listen", "127.0.0.1:0", "--token", "hunter2")
     assert proc.stderr is not None
+    warning = json.loads(proc.stderr.readline())
+    assert (warning["event"], warning["level"], warning["flag"], warning["instead"]) == (
+        "secret given on the command line: every local user can read it in "
+        "/proc/<pid>/cmdline; use the file setting instead",
+        "warning",
+        "--token",
+        "--token-file",
+    )
+    assert "hunter2" not in json.dumps(warning)
     event = json.loads(proc.stderr.readline())
     assert event["event"] == "listening"
     assert event["metrics"].startswith("http://127.0.0.1:")

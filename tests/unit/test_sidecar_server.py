@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from typing import Any
@@ -85,10 +86,19 @@ def test_healthz_on_both_listeners_and_api(sc: Sidecar) -> None:
     send(sc, payload("a", pid=42))
     for base in (sc.metrics_url, sc.push_url.removesuffix("/v1/push")):
         assert json.loads(get(base + "/healthz")[2]) == {"status": "ok", "processes": 1}
-    doc = json.loads(get(sc.metrics_url + "/api/pools")[2])
+    # /api/pools is on the loopback push listener by default, without instance ids.
+    assert sc.api_url == sc.push_url.removesuffix("/v1/push") + "/api/pools"
+    doc = json.loads(get(sc.api_url)[2])
     assert [p["process"] for p in doc["processes"]] == ["web-1/42"]
     assert [(p["app"], p["pool"]) for p in doc["pools"]] == [("shop", "db")]
     assert "t0ken" not in json.dumps(doc)
+    assert '"instance"' not in json.dumps(doc)
+    doc = json.loads(get(sc.api_url + "?instances=1")[2])
+    assert [p["instance"] for p in doc["processes"]] == ["a"]
+    assert [p["instance"] for p in doc["pools"][0]["per_process"]] == ["a"]
+    with pytest.raises(urllib.error.HTTPError) as caught:
+        get(sc.metrics_url + "/api/pools")
+    assert caught.value.code == 404
 
 
 def test_per_process_series() -> None:

@@ -365,6 +365,57 @@ CATALOG: tuple[Metric, ...] = (
         across="-",
         labels=("where",),
     ),
+    # -- the sidecar's own limits (what keeps it up under hostile load) ------------------
+    Metric(
+        "pool_exporter_limit_hits",
+        "counter",
+        "Times a sidecar limit was reached and something was refused, closed or dropped.",
+        "events",
+        scope="exporter",
+        across="-",
+        labels=("limit",),
+    ),
+    Metric(
+        "pool_exporter_connections",
+        "gauge",
+        "Open HTTP connections, by listener.",
+        "connections",
+        scope="exporter",
+        across="-",
+        labels=("listener",),
+    ),
+    Metric(
+        "pool_exporter_groups",
+        "gauge",
+        "(app, pool) groups kept, live or retained.",
+        "groups",
+        scope="exporter",
+        across="-",
+    ),
+    Metric(
+        "pool_exporter_groups_dropped",
+        "counter",
+        "(app, pool) groups dropped after their retention period with no live process.",
+        "groups",
+        scope="exporter",
+        across="-",
+    ),
+    Metric(
+        "pool_exporter_state_bytes",
+        "gauge",
+        "Push body bytes held as the latest state of live processes.",
+        "bytes",
+        scope="exporter",
+        across="-",
+    ),
+    Metric(
+        "pool_exporter_per_process_limited",
+        "gauge",
+        "1 while per-process output is over max_series and aggregated series are served.",
+        "",
+        scope="exporter",
+        across="-",
+    ),
 )
 
 BY_NAME: dict[str, Metric] = {m.name: m for m in CATALOG}

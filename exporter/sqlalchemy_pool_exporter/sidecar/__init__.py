@@ -1,10 +1,13 @@
 """The sidecar: receives pushed pool snapshots from every process of an app, aggregates
 them per (app, pool) and serves ``/metrics``.
 
-Data path: ``server`` and ``pushserver`` (HTTP) → the protocol's validation (body →
-:class:`~sqlalchemy_pool_exporter.protocol.records.Push`) → ``aggregator`` (latest push
-per live process, retired totals in ``totals``, expiry) → ``views``/``collector`` →
-exposition. :class:`~sqlalchemy_pool_exporter.sidecar.server.Sidecar` wires it
-together; ``command`` is ``serve``; ``settings`` its options. Nothing here imports the
-app side or SQLAlchemy.
+Data path: ``listeners`` and ``http`` (one bounded asyncio HTTP server for both
+listeners) → ``routes`` → the protocol's validation (body →
+:class:`~sqlalchemy_pool_exporter.protocol.records.Push`) → ``guards`` (plausible
+numbers) → ``aggregator`` (latest push per live process, retired totals in ``totals``,
+``tombstones``, expiry, group retention) → ``views``/``collector`` → exposition;
+``api`` is ``/api/pools``. What keeps it bounded: ``limits``, ``ceiling``,
+``process``, reported by ``health``. :class:`~sqlalchemy_pool_exporter.sidecar.server.Sidecar`
+wires it together; ``command`` is ``serve``; ``settings`` its options, ``secrets`` the
+ones read from files. Nothing here imports the app side or SQLAlchemy.
 """

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from typing import Any
 
 from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
@@ -48,17 +49,23 @@ class SidecarCollector(Collector):
     """Pool families aggregated across processes, and the exporter's own counters."""
 
     def __init__(
-        self, aggregator: Aggregator, counters: PushCounters, *, per_process: bool = False
+        self,
+        aggregator: Aggregator,
+        counters: PushCounters,
+        *,
+        per_process: bool = False,
+        ceiling: Any = None,
     ) -> None:
         self.aggregator = aggregator
         self.counters = counters
         self.per_process = per_process
+        self.ceiling = ceiling  # a SeriesCeiling: per-process output only while it allows
 
     def collect(self) -> Iterator[Metric]:
         """Build every family from the aggregator's current state."""
         agg = self.aggregator
         agg.expire()
-        if self.per_process:
+        if self.per_process and (self.ceiling is None or self.ceiling.allows(agg)):
             items, counts = per_process_items(agg)
             families = pool_families(("app", "pool", "process"), items)
             # The retired pseudo-process has totals but no state now: drop its gauges.

@@ -6,7 +6,9 @@ flag (``max_body_bytes`` → ``--max-body-bytes``); a flag wins over its
 the setting. Once both listeners are bound, one log line ``listening`` gives the actual
 addresses (``metrics``, ``push``), so port 0 works for tests and tools. With
 ``--database-url`` the PostgreSQL probe runs in the same process and its families join
-``/metrics``; the URL itself is never logged.
+``/metrics``; the URL itself is never logged. Secrets given as flags (``--token``,
+``--database-url``) get a warning: ``--token-file``/``--database-url-file`` keep them off
+the command line (:mod:`~sqlalchemy_pool_exporter.sidecar.secrets`).
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from pydantic import ValidationError
 
 from sqlalchemy_pool_exporter.logs import configure_process_logging, get_logger
 from sqlalchemy_pool_exporter.settings import PREFIX, describe_error
+from sqlalchemy_pool_exporter.sidecar.process import tune_gc
+from sqlalchemy_pool_exporter.sidecar.secrets import resolve_secrets, secrets_on_command_line
 from sqlalchemy_pool_exporter.sidecar.server import Sidecar
 from sqlalchemy_pool_exporter.sidecar.settings import SidecarSettings
 
@@ -48,7 +52,7 @@ def load(args: argparse.Namespace) -> SidecarSettings:
         for n in SidecarSettings.model_fields
         if getattr(args, n, None) is not None
     }
-    return SidecarSettings(**given)
+    return resolve_secrets(SidecarSettings(**given))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -58,7 +62,18 @@ def run(args: argparse.Namespace) -> int:
     except ValidationError as exc:
         print(f"sqlalchemy-pool-exporter serve: {describe_error(exc)}", file=sys.stderr)
         return 2
+    except ValueError as exc:  # a secret file that cannot be used
+        print(f"sqlalchemy-pool-exporter serve: {exc}", file=sys.stderr)
+        return 2
     configure_process_logging(settings.log_format, settings.log_level)
+    tune_gc()
+    for flag in secrets_on_command_line(vars(args)):
+        log.warning(
+            "secret given on the command line: every local user can read it in "
+            "/proc/<pid>/cmdline; use the file setting instead",
+            flag=flag,
+            instead=f"{flag}-file",
+        )
     # Signal handlers first: a SIGTERM that arrives as soon as "listening" is printed
     # (tools wait for that line) must stop the sidecar cleanly, not kill it.
     done = threading.Event()

@@ -1,62 +1,67 @@
-"""The sidecar's two HTTP listeners, and :class:`Sidecar`, which owns them.
+""":class:`Sidecar`: the aggregator, its registry, and both HTTP listeners, wired together.
 
-* **metrics** (``--listen``, all interfaces by default): ``GET /metrics`` (text or
-  OpenMetrics by ``Accept``, gzip by ``Accept-Encoding``), ``GET /healthz``,
-  ``GET /api/pools``.
+* **metrics** (``--listen``, all interfaces by default): ``GET /metrics``, ``/healthz``.
 * **push** (``--push-listen``, loopback by default): ``POST /v1/push`` with an optional
-  ``Authorization: Bearer <token>``; also ``GET /healthz``.
+  ``Authorization: Bearer <token>``; also ``GET /healthz`` and, by default,
+  ``GET /api/pools`` (``--api-listen`` moves it to the metrics listener or turns it off).
 
-The metrics listener is a standard-library ``ThreadingHTTPServer``; the push listener is
-one asyncio loop (:mod:`~sqlalchemy_pool_exporter.sidecar.pushserver`), since pushes are
-many, small and CPU-bound. Every rejected push gets a 4xx with ``{"error": "<one
-line>"}``; anything unexpected inside the handler becomes a 500 for that request only —
-the sidecar never dies on input. ``Sidecar(settings).start()`` works in-process (tests,
-demo) as well as under ``serve``; port 0 binds any free port, and the bound addresses
-are on the object.
+Both listeners are served by one bounded asyncio server
+(:mod:`~sqlalchemy_pool_exporter.sidecar.listeners`; what each answers:
+:mod:`~sqlalchemy_pool_exporter.sidecar.routes`). Every rejected push gets a 4xx with
+``{"error": "<one line>"}``, counted by reason and logged at most once a minute per
+reason; anything unexpected inside a handler becomes a 500 for that request only — the
+sidecar never dies on input. A push is also refused (429 ``state_too_large``) if
+keeping it would take the live processes' pushes past ``max_state_bytes``.
+``Sidecar(settings).start()`` works in-process (tests, demo) as well as under ``serve``;
+port 0 binds any free port, and the bound addresses are on the object.
 """
 
 from __future__ import annotations
 
-import gzip
 import hmac
-import json
 import socket
-import threading
 import time
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import urlsplit
 
 from prometheus_client import CollectorRegistry, ProcessCollector
-from prometheus_client.exposition import choose_encoder
 
 from sqlalchemy_pool_exporter.logs import RateLimitedReporter, get_logger
 from sqlalchemy_pool_exporter.protocol.records import Limits, Push, PushRejected
 from sqlalchemy_pool_exporter.protocol.validation import parse_push
 from sqlalchemy_pool_exporter.protocol.wire import PUSH_PATH
 from sqlalchemy_pool_exporter.sidecar.aggregator import Aggregator
+from sqlalchemy_pool_exporter.sidecar.ceiling import SeriesCeiling
 from sqlalchemy_pool_exporter.sidecar.collector import PushCounters, SidecarCollector
-from sqlalchemy_pool_exporter.sidecar.pushserver import PushServer
+from sqlalchemy_pool_exporter.sidecar.health import HealthCollector
+from sqlalchemy_pool_exporter.sidecar.limits import LimitHits, StateBytes, ThrottledLog
+from sqlalchemy_pool_exporter.sidecar.listeners import HttpServer
+from sqlalchemy_pool_exporter.sidecar.process import connection_cap
+from sqlalchemy_pool_exporter.sidecar.routes import MetricsApp, PushApp
+from sqlalchemy_pool_exporter.sidecar.secrets import resolve_secrets
 from sqlalchemy_pool_exporter.sidecar.settings import SidecarSettings
-from sqlalchemy_pool_exporter.sidecar.views import api_document
 
 log = get_logger(__name__)
-
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-    request_queue_size = 128
-
-
-class _Server6(_Server):
-    address_family = socket.AF_INET6
+#: "process expired" lines logged per minute before they are only counted.
+EXPIRY_LINES = 10
 
 
 def _split(hostport: str) -> tuple[str, int]:
     host, _, port = hostport.rpartition(":")
     return host.strip("[]"), int(port)
+
+
+def _bind(hostport: str) -> socket.socket:
+    host, port = _split(hostport)
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(512)
+    except OSError:
+        sock.close()
+        raise
+    return sock
 
 
 class Sidecar:
@@ -68,13 +73,17 @@ class Sidecar:
         *,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.settings = settings if settings is not None else SidecarSettings()
+        self.settings = resolve_secrets(settings if settings is not None else SidecarSettings())
         s = self.settings
+        self.hits = LimitHits(log)
+        self.state = StateBytes(s.max_state_bytes)
         self.aggregator = Aggregator(
             max_processes=s.max_processes,
             expiry_factor=s.expiry_factor,
             clock=clock,
             on_expire=self._expired,
+            max_groups=s.max_groups,
+            group_retention=s.group_retention,
         )
         self.counters = PushCounters()
         self.limits = Limits(
@@ -82,61 +91,54 @@ class Sidecar:
             max_label_length=s.max_label_length,
             max_body_bytes=s.max_body_bytes,
         )
+        self.ceiling = SeriesCeiling(s.max_series, self.hits)
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(
-            SidecarCollector(self.aggregator, self.counters, per_process=s.per_process)
+            SidecarCollector(
+                self.aggregator, self.counters, per_process=s.per_process, ceiling=self.ceiling
+            )
+        )
+        self.registry.register(
+            HealthCollector(self.hits, self.aggregator, self.state, self.ceiling, self._open)
         )
         ProcessCollector(registry=self.registry)
         self._token = s.token.get_secret_value().encode() if s.token else None
         self._reporter = RateLimitedReporter(log)
-        self._log_lock = threading.Lock()
-        self._last_logged: dict[str, float] = {}
-        self._servers: list[ThreadingHTTPServer] = []
-        self._threads: list[threading.Thread] = []
+        self._log = ThrottledLog(log)
+        self._expiries = ThrottledLog(log, burst=EXPIRY_LINES)
+        self._http: HttpServer | None = None
         self.metrics_address: tuple[str, int] = ("", 0)
         self.push_address: tuple[str, int] = ("", 0)
-        self._push: PushServer | None = None
 
     # -- lifecycle ----------------------------------------------------------------
 
     def start(self) -> Sidecar:
-        """Bind both listeners (port 0 = any free port) and serve them in daemon threads."""
-        metrics = self._bind(self.settings.listen, _metrics_handler(self))
+        """Bind both listeners (port 0 = any free port) and serve them in a daemon thread."""
+        s = self.settings
+        metrics = _bind(s.listen)
         try:
-            host, port = _split(self.settings.push_listen)
-            family = socket.AF_INET6 if ":" in host else socket.AF_INET
-            sock = socket.create_server((host, port), family=family, backlog=256)
+            push = _bind(s.push_listen)
         except OSError:
-            metrics.server_close()
+            metrics.close()
             raise
-        self._push = PushServer(
-            sock, self.ingest, self.check_head, self.rejected, self.aggregator.live_count
+        cap = connection_cap(s.max_connections, listeners=2)
+        self._http = HttpServer(
+            hits=self.hits,
+            request_timeout=s.request_timeout,
+            max_buffered_bytes=max(s.max_buffered_bytes, s.max_body_bytes),
         )
-        self._push.start()
-        self._servers = [metrics]
-        self.metrics_address = (str(metrics.server_address[0]), int(metrics.server_address[1]))
-        self.push_address = (str(sock.getsockname()[0]), int(sock.getsockname()[1]))
-        thread = threading.Thread(
-            target=metrics.serve_forever,
-            kwargs={"poll_interval": 0.2},
-            name="pool-exporter-metrics",
-            daemon=True,
-        )
-        thread.start()
-        self._threads.append(thread)
+        self._http.listen("metrics", metrics, MetricsApp(self), cap)
+        self._http.listen("push", push, PushApp(self), cap)
+        self._http.start()
+        self.metrics_address = (str(metrics.getsockname()[0]), int(metrics.getsockname()[1]))
+        self.push_address = (str(push.getsockname()[0]), int(push.getsockname()[1]))
         return self
 
     def stop(self) -> None:
         """Stop both listeners and close their sockets."""
-        if self._push is not None:
-            self._push.stop()
-            self._push = None
-        for server in self._servers:
-            server.shutdown()
-            server.server_close()
-        for thread in self._threads:
-            thread.join(5)
-        self._servers, self._threads = [], []
+        if self._http is not None:
+            self._http.stop()
+            self._http = None
 
     def __enter__(self) -> Sidecar:
         return self.start()
@@ -144,11 +146,9 @@ class Sidecar:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    @staticmethod
-    def _bind(hostport: str, handler: type[BaseHTTPRequestHandler]) -> ThreadingHTTPServer:
-        host, port = _split(hostport)
-        cls = _Server6 if ":" in host else _Server
-        return cls((host, port), handler)
+    def _open(self) -> dict[str, int]:
+        http = self._http
+        return http.connections() if http is not None else {"metrics": 0, "push": 0}
 
     @property
     def metrics_url(self) -> str:
@@ -159,6 +159,14 @@ class Sidecar:
     def push_url(self) -> str:
         """Connectable URL of the push endpoint (``http://host:port/v1/push``)."""
         return _url(self.push_address) + PUSH_PATH
+
+    @property
+    def api_url(self) -> str | None:
+        """Connectable URL of ``/api/pools``, or None where it is not served."""
+        where = self.settings.api_listen
+        if where == "off":
+            return None
+        return _url(self.push_address if where == "push" else self.metrics_address) + "/api/pools"
 
     # -- request handling (also callable without HTTP) ------------------------------
 
@@ -183,22 +191,38 @@ class Sidecar:
             return 413, "body_too_large", f"body over {self.limits.max_body_bytes} bytes"
         return None
 
+    def rejected_head(self, status: int, reason: str, message: str) -> tuple[int, dict[str, Any]]:
+        """Count and log a push refused from its headers alone."""
+        return self.rejected(PushRejected(status, reason, message))
+
     def ingest(self, body: bytes) -> tuple[int, dict[str, Any]]:
         """Validate and apply one push body; returns (HTTP status, JSON response)."""
         try:
             push = parse_push(body, self.limits)
+            if not push.final and not self.state.fits(push.instance, len(body)):
+                raise PushRejected(
+                    429,
+                    "state_too_large",
+                    f"live processes' pushes would exceed {self.state.capacity} bytes",
+                )
             self.aggregator.apply(push)
         except PushRejected as exc:
             return self.rejected(exc)
         except Exception as exc:  # a bug must cost one request, never the sidecar
             self._reporter.report("push", exc)
             return 500, {"error": "internal error while applying the push"}
+        if push.final:
+            self.state.release(push.instance)
+        else:
+            self.state.hold(push.instance, len(body))
         self.counters.accepted()
         return 200, {"status": "accepted"}
 
-    @staticmethod
-    def _expired(push: Push, silent: float) -> None:
-        log.info(
+    def _expired(self, push: Push, silent: float) -> None:
+        self.state.release(push.instance)
+        self._expiries(
+            "expired",
+            "info",
             "process expired",
             app=push.app,
             process=push.process,
@@ -207,20 +231,17 @@ class Sidecar:
         )
 
     def rejected(self, exc: PushRejected) -> tuple[int, dict[str, Any]]:
-        """Count and log (rate-limited) one rejection; returns its response."""
+        """Count and log (once a minute per reason) one rejection; returns its response."""
         self.counters.reject(exc.reason)
-        now = time.monotonic()
-        with self._log_lock:  # one line per reason per minute, however many arrive
-            last = self._last_logged.get(exc.reason)
-            if last is None or now - last >= 60.0:
-                self._last_logged[exc.reason] = now
-                log.warning(
-                    "push rejected",
-                    reason=exc.reason,
-                    status=exc.status,
-                    error=exc.message,
-                    total=self.counters.rejected[exc.reason],
-                )
+        self._log(
+            exc.reason,
+            "warning",
+            "push rejected",
+            reason=exc.reason,
+            status=exc.status,
+            error=exc.message,
+            total=self.counters.rejected[exc.reason],
+        )
         return exc.status, {"error": exc.message}
 
 
@@ -231,68 +252,3 @@ def _url(address: tuple[str, int]) -> str:
     elif host == "::":
         host = "::1"
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    disable_nagle_algorithm = True
-    timeout = 30  # a silent client must not hold a thread forever
-    sidecar: Sidecar
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass  # one line per request would drown the real logs
-
-    def send_body(
-        self, status: int, body: bytes, content_type: str, headers: dict[str, str] | None = None
-    ) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        for key, value in (headers or {}).items():
-            self.send_header(key, value)
-        if self.close_connection:
-            self.send_header("Connection", "close")
-        # Headers and body in one write: two small writes on a keep-alive connection
-        # meet the client's delayed ACK and stall ~40 ms each.
-        buffer: list[bytes] = self._headers_buffer  # type: ignore[attr-defined]
-        buffer.append(b"\r\n")
-        if self.command != "HEAD":
-            buffer.append(body)
-        self.flush_headers()
-
-    def send_json(self, status: int, doc: Any) -> None:
-        self.send_body(status, json.dumps(doc, separators=(",", ":")).encode(), "application/json")
-
-    def healthz(self) -> None:
-        self.send_json(200, {"status": "ok", "processes": self.sidecar.aggregator.live_count()})
-
-
-def _metrics_handler(sidecar: Sidecar) -> type[BaseHTTPRequestHandler]:
-    class MetricsHandler(_Handler):
-        def do_GET(self) -> None:
-            path = urlsplit(self.path).path
-            if path == "/metrics":
-                encoder, content_type = choose_encoder(self.headers.get("Accept") or "")
-                body = encoder(sidecar.registry)
-                extra = {}
-                if "gzip" in (self.headers.get("Accept-Encoding") or ""):
-                    body, extra = gzip.compress(body, 1), {"Content-Encoding": "gzip"}
-                self.send_body(200, body, content_type, extra)
-            elif path == "/healthz":
-                self.healthz()
-            elif path == "/api/pools":
-                sidecar.aggregator.expire()
-                self.send_json(200, api_document(sidecar.aggregator))
-            elif path == "/":
-                self.send_body(
-                    200,
-                    b"sqlalchemy-pool-exporter sidecar: /metrics /healthz /api/pools\n",
-                    "text/plain; charset=utf-8",
-                )
-            else:
-                self.send_json(404, {"error": f"no such path {path[:80]!r}"})
-
-        do_HEAD = do_GET
-
-    MetricsHandler.sidecar = sidecar
-    return MetricsHandler

@@ -1,10 +1,17 @@
 """Options of ``sqlalchemy-pool-exporter serve``: each a flag and a ``POOL_EXPORTER_*`` variable.
 
 An invalid value fails at start with one line naming the setting
-(:func:`sqlalchemy_pool_exporter.settings.describe_error`).
+(:func:`sqlalchemy_pool_exporter.settings.describe_error`). An empty value means unset.
+Secrets can come from files (``token_file``, ``database_url_file``; read by
+:mod:`~sqlalchemy_pool_exporter.sidecar.secrets`), so they never need to be on a command
+line, where every local user can read them in ``/proc/<pid>/cmdline``. The limits at the
+end bound what the sidecar holds under hostile load (README, "Reliability").
 """
 
 from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -69,3 +76,57 @@ class SidecarSettings(BaseSettings):
         if value is not None and value.get_secret_value():
             probe_target(value.get_secret_value())  # its ValueError never carries the URL
         return value
+
+    # -- secrets from files, and the bounds that keep the sidecar up (README "Reliability")
+    token_file: Path | None = Field(
+        default=None, description="File holding the push token (instead of TOKEN)."
+    )
+    database_url_file: Path | None = Field(
+        default=None, description="File holding the probe's database URL (instead of DATABASE_URL)."
+    )
+    api_listen: str = Field(
+        default="push",
+        pattern="^(push|metrics|off)$",
+        description="Listener serving /api/pools: push (loopback), metrics, or off.",
+    )
+    max_connections: int = Field(
+        default=256, ge=4, le=65536, description="Open connections per listener."
+    )
+    request_timeout: float = Field(
+        default=10.0,
+        gt=0,
+        le=300,
+        description="Seconds for a whole request to arrive, and for a response to be read.",
+    )
+    max_buffered_bytes: int = Field(
+        default=32 * 1_048_576,
+        ge=65536,
+        le=4096 * 1_048_576,
+        description="Request body bytes held at once across all connections.",
+    )
+    max_state_bytes: int = Field(
+        default=64 * 1_048_576,
+        ge=65536,
+        le=64 * 1024 * 1_048_576,
+        description="Push body bytes kept as the latest state of all live processes.",
+    )
+    max_groups: int = Field(
+        default=4096, ge=1, le=1_000_000, description="Distinct (app, pool) groups kept."
+    )
+    group_retention: float = Field(
+        default=3600.0,
+        ge=0,
+        le=30 * 86400,
+        description="Seconds an (app, pool) with no live process is kept.",
+    )
+    max_series: int = Field(
+        default=200_000,
+        ge=100,
+        le=100_000_000,
+        description="Per-process output beyond this many series serves aggregated series.",
+    )
+
+    @field_validator("token", "database_url", "token_file", "database_url_file", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: Any) -> Any:
+        return None if value == "" else value

@@ -1,0 +1,380 @@
+"""One HTTP/1.1 connection of the sidecar's listeners: parsing, deadlines and memory bounds.
+
+The sidecar speaks just the HTTP its clients need — requests with a ``Content-Length``
+body or none, keep-alive, pipelining, ``Expect: 100-continue`` — on an asyncio
+protocol per connection (:class:`Connection`), all on one event loop
+(:mod:`~sqlalchemy_pool_exporter.sidecar.listeners`). What it does with a request is the
+:class:`App`'s business: it answers from the head alone (:meth:`App.head`), or after the
+body (:meth:`App.handle`), either at once or by handing a :class:`Render` (work too
+heavy for the loop: ``/metrics``, ``/api/pools``) to the bounded render pool.
+
+Every connection is bounded in time and memory, whatever its client does:
+
+* **One deadline per request**: its head and body must arrive within
+  ``request_timeout`` of its first byte. Bytes trickling in do not extend it (an idle
+  timer reset by every byte lets one byte per minute hold a request for ever). A new
+  connection must start its first request within the same time; a keep-alive connection
+  may idle between requests for ``idle_timeout``. A response must be read by the client
+  within ``request_timeout`` too, or the connection is dropped.
+* **Bounded buffering**: a head is at most :data:`MAX_HEAD` bytes; a body is read only
+  after its ``Content-Length`` is reserved in the listeners' shared :class:`ByteBudget`
+  (``max_buffered_bytes``). When the budget is short, requests that have been in progress
+  for :data:`EVICTABLE_AFTER` or longer — on loopback an honest push takes milliseconds —
+  are closed, oldest first, to make room; if that is not enough the new request gets 503.
+  Reading pauses while a response is being produced, so pipelined bytes cannot pile up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+from urllib.parse import parse_qsl
+
+MAX_HEAD = 16 * 1024
+#: A request in progress this long (s), or a connection idle this long, may be closed
+#: to make room for new ones when a limit is reached.
+EVICTABLE_AFTER = 0.25
+REASONS = {
+    100: "Continue",
+    200: "OK",
+    400: "Bad Request",
+    401: "Unauthorized",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    408: "Request Timeout",
+    409: "Conflict",
+    411: "Length Required",
+    413: "Content Too Large",
+    429: "Too Many Requests",
+    431: "Request Header Fields Too Large",
+    500: "Internal Server Error",
+    503: "Service Unavailable",
+}
+
+
+@dataclass
+class Request:
+    """One parsed request; ``body`` is filled in once it has arrived."""
+
+    method: str
+    path: str
+    query: dict[str, str]
+    headers: dict[str, str]
+    body: bytes = b""
+
+
+@dataclass
+class Response:
+    """What to send back; ``close`` ends the connection after it; HEAD omits the body."""
+
+    status: int
+    body: bytes
+    content_type: str = "application/json"
+    headers: dict[str, str] = field(default_factory=dict)
+    close: bool = False
+    omit_body: bool = False
+
+
+@dataclass
+class Render:
+    """Work too heavy for the event loop, run in the render pool; returns the response."""
+
+    work: Callable[[], Response]
+
+
+def json_response(status: int, doc: Any, *, close: bool = False) -> Response:
+    """A compact JSON response."""
+    return Response(status, json.dumps(doc, separators=(",", ":")).encode(), close=close)
+
+
+class App(Protocol):
+    """What a listener serves."""
+
+    def head(self, request: Request, length: int) -> Response | Render | None:
+        """Answer from the head alone, or None to read the ``length``-byte body first."""
+
+    def handle(self, request: Request) -> Response | Render:
+        """Answer a request whose body has arrived."""
+
+
+class Context(Protocol):
+    """What connections share: the loop, the limits and the render pool."""
+
+    loop: asyncio.AbstractEventLoop
+    request_timeout: float
+    idle_timeout: float
+    budget: ByteBudget
+
+    def hit(self, limit: str, **fields: Any) -> None: ...
+
+    async def render(self, connection: Connection, render: Render) -> None: ...
+
+
+class Host(Protocol):
+    """The listener a connection belongs to."""
+
+    @property
+    def ctx(self) -> Context: ...
+
+    @property
+    def app(self) -> App: ...
+
+    def opened(self, connection: Connection) -> None: ...
+
+    def closed(self, connection: Connection) -> None: ...
+
+
+class ByteBudget:
+    """Request body bytes reserved by connections, under one capacity for all listeners."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.used = 0
+        self.holders: dict[Connection, int] = {}
+
+    def reserve(self, connection: Connection, n: int, now: float) -> bool:
+        """Reserve ``n`` bytes, closing overdue holders if needed; False if no room."""
+        if self.used + n > self.capacity and n <= self.capacity:
+            for victim in sorted(self.holders, key=lambda c: c.started or now):
+                if self.used + n <= self.capacity:
+                    break
+                if victim.overdue(now):
+                    victim.drop(408, "request too slow; closed to make room", "buffered_bytes")
+        if self.used + n > self.capacity:
+            return False
+        self.holders[connection] = n
+        self.used += n
+        return True
+
+    def release(self, connection: Connection) -> None:
+        """Give back what ``connection`` reserved."""
+        self.used -= self.holders.pop(connection, 0)
+
+
+class Connection(asyncio.Protocol):
+    """One client connection."""
+
+    def __init__(self, host: Host) -> None:
+        self.host = host
+        self.ctx = host.ctx
+        self.buffer = bytearray()
+        self.request: Request | None = None  # head parsed, body still arriving
+        self.length = 0
+        self.started: float | None = None  # first byte of the request in progress
+        self.idle_since = time.monotonic()
+        self.served = 0
+        self.busy = False  # a response is being produced or written
+        self.paused = False
+        self.keep_alive = True
+        self.transport: asyncio.Transport | None = None
+        self.timer: asyncio.TimerHandle | None = None
+        self.writable: asyncio.Future[None] | None = None
+
+    # -- asyncio callbacks --------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.host.opened(self)
+        self._arm(self.ctx.request_timeout)  # the first request must come promptly
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.host.closed(self)
+        self.ctx.budget.release(self)
+        self.buffer = bytearray()
+        if self.timer is not None:
+            self.timer.cancel()
+        self.resume_writing()
+
+    def pause_writing(self) -> None:
+        self.writable = self.ctx.loop.create_future()
+
+    def resume_writing(self) -> None:
+        if self.writable is not None and not self.writable.done():
+            self.writable.set_result(None)
+        self.writable = None
+
+    def data_received(self, data: bytes) -> None:
+        if self.started is None and not self.busy:
+            self.started = time.monotonic()
+            self._arm(self.ctx.request_timeout)
+        self.buffer += data
+        if not self.busy:
+            self._process()
+        if len(self.buffer) > self.length + MAX_HEAD and not self.paused and self.alive:
+            self.paused = True  # pipelined bytes wait in the kernel, not here
+            assert self.transport is not None
+            self.transport.pause_reading()
+
+    # -- state ----------------------------------------------------------------------------
+
+    @property
+    def alive(self) -> bool:
+        """True until the connection is closing."""
+        return self.transport is not None and not self.transport.is_closing()
+
+    def overdue(self, now: float) -> bool:
+        """May be closed to make room: idle, or its request slow, for EVICTABLE_AFTER."""
+        if self.busy:
+            return False
+        since = self.started if self.started is not None else self.idle_since
+        return now - since >= EVICTABLE_AFTER
+
+    def drop(self, status: int, message: str, limit: str | None) -> None:
+        """Answer ``status`` (unless mid-response), count ``limit``, and close now."""
+        self.ctx.budget.release(self)
+        self.buffer = bytearray()
+        if limit is not None:
+            self.ctx.hit(limit)
+        if self.alive and not self.busy:
+            self.respond(json_response(status, {"error": message}, close=True))
+        elif self.transport is not None:
+            self.transport.abort()
+
+    def _arm(self, seconds: float) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+        self.timer = self.ctx.loop.call_later(seconds, self._timed_out)
+
+    def _timed_out(self) -> None:
+        self.timer = None
+        if self.busy:
+            # the client has not read its response in time
+            self.ctx.hit("request_timeout")
+            if self.transport is not None:
+                self.transport.abort()
+        elif self.started is None and self.served:
+            if self.transport is not None:
+                self.transport.close()  # an idle keep-alive connection: nothing wrong
+        else:
+            self.drop(408, "request not complete in time", "request_timeout")
+
+    # -- requests -------------------------------------------------------------------------
+
+    def _process(self) -> None:
+        while self.alive and not self.busy:
+            if self.request is None:
+                if not self.buffer:
+                    return
+                if self.started is None:  # a pipelined request starts now
+                    self.started = time.monotonic()
+                    self._arm(self.ctx.request_timeout)
+                if not self._head():
+                    return
+                continue
+            if len(self.buffer) < self.length:
+                return
+            request, self.request = self.request, None
+            request.body = bytes(self.buffer[: self.length])
+            del self.buffer[: self.length]
+            self.ctx.budget.release(self)
+            self.length = 0
+            self._dispatch(self.host.app.handle(request))
+
+    def _head(self) -> bool:
+        """Parse and route one request head; False if more bytes are needed or it closed."""
+        end = self.buffer.find(b"\r\n\r\n")
+        if end < 0:
+            if len(self.buffer) > MAX_HEAD:
+                self.drop(431, "request head too large", None)
+            return False
+        head = bytes(self.buffer[:end]).decode("latin-1")
+        del self.buffer[: end + 4]
+        line, *header_lines = head.split("\r\n")
+        parts = line.split()
+        if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
+            self.drop(400, "malformed request line", None)
+            return False
+        method, target, version = parts
+        headers = {}
+        for header in header_lines:
+            name, _, value = header.partition(":")
+            headers[name.strip().lower()] = value.strip()
+        connection = headers.get("connection", "").lower()
+        self.keep_alive = (version == "HTTP/1.1" and connection != "close") or (
+            connection == "keep-alive"
+        )
+        path, _, query = target.partition("?")
+        request = Request(method, path, dict(parse_qsl(query)), headers)
+        declared = headers.get("content-length", "0")
+        length = int(declared) if declared.isdigit() else 0
+        answer = self.host.app.head(request, length)
+        if answer is not None:
+            if isinstance(answer, Response) and (length or "transfer-encoding" in headers):
+                answer.close = True  # its body is not read: the connection cannot go on
+            self._dispatch(answer)
+            return True
+        if "transfer-encoding" in headers or not declared.isdigit():
+            self.drop(411, "Content-Length required", None)
+            return False
+        if length and not self.ctx.budget.reserve(self, length, time.monotonic()):
+            self.drop(503, "sidecar busy: too many request bytes in flight", "buffered_bytes")
+            return False
+        self.request, self.length = request, length
+        if headers.get("expect", "").lower() == "100-continue" and self.transport is not None:
+            self.transport.write(f"{version} 100 Continue\r\n\r\n".encode())
+        return True
+
+    def _dispatch(self, answer: Response | Render) -> None:
+        self.served += 1
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        self.started = None
+        if isinstance(answer, Render):
+            self.busy = True
+            self.ctx.loop.create_task(self.ctx.render(self, answer))
+        else:
+            self.respond(answer)
+
+    def respond(self, response: Response) -> None:
+        """Send ``response``; close after it, or wait for the next request."""
+        if self.transport is None or self.transport.is_closing():
+            return
+        close = response.close or not self.keep_alive
+        lines = [
+            f"HTTP/1.1 {response.status} {REASONS.get(response.status, 'Error')}",
+            f"Content-Type: {response.content_type}",
+            f"Content-Length: {len(response.body)}",
+            *(f"{k}: {v}" for k, v in response.headers.items()),
+        ]
+        if close:
+            lines.append("Connection: close")
+        head = ("\r\n".join(lines) + "\r\n\r\n").encode()
+        self.transport.write(head if response.omit_body else head + response.body)
+        if close:
+            self.transport.close()
+            return
+        self.idle_since = time.monotonic()
+        if self.writable is not None:  # a big response: the client must read it in time
+            self.busy = True
+            self._arm(self.ctx.request_timeout)
+            self.writable.add_done_callback(lambda _: self.ready())
+        else:
+            self.ready()
+
+    async def drained(self) -> None:
+        """Wait until the response written last has left (or the connection is gone)."""
+        if self.writable is not None:
+            await self.writable
+
+    def ready(self) -> None:
+        """The response is out: take the next request (pipelined bytes first)."""
+        self.busy = False
+        if not self.alive:
+            return
+        if self.paused and self.transport is not None:
+            self.paused = False
+            self.transport.resume_reading()
+        if self.buffer:
+            self._process()
+        elif self.started is None:
+            self._arm(self.ctx.idle_timeout)

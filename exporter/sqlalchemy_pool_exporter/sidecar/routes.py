@@ -1,0 +1,125 @@
+"""What each listener answers: the push listener and the metrics listener.
+
+* **push** (loopback by default): ``POST /v1/push`` — headers are checked first (token,
+  ``Content-Length``, size), so a wrong token or an oversized body costs nothing and
+  the connection is closed — and ``GET /healthz``.
+* **metrics** (all interfaces by default): ``GET /metrics`` (text or OpenMetrics by
+  ``Accept``, gzip by ``Accept-Encoding``), ``GET /healthz`` and ``GET /``.
+
+``GET /api/pools`` is on whichever listener ``api_listen`` names (the push listener by
+default), or on neither. ``/metrics`` and ``/api/pools`` are rendered in the bounded
+render pool (:mod:`~sqlalchemy_pool_exporter.sidecar.listeners`); pushes and health
+checks are answered on the event loop. Anything else is a one-line JSON error.
+"""
+
+from __future__ import annotations
+
+import gzip
+from typing import TYPE_CHECKING
+
+from prometheus_client.exposition import choose_encoder
+
+from sqlalchemy_pool_exporter.protocol.wire import PUSH_PATH
+from sqlalchemy_pool_exporter.sidecar.api import api_json
+from sqlalchemy_pool_exporter.sidecar.http import Render, Request, Response, json_response
+
+if TYPE_CHECKING:
+    from sqlalchemy_pool_exporter.sidecar.server import Sidecar
+
+_READ = ("GET", "HEAD")
+
+
+def _healthz(sidecar: Sidecar) -> Response:
+    return json_response(200, {"status": "ok", "processes": sidecar.aggregator.live_count()})
+
+
+def _api(sidecar: Sidecar, request: Request) -> Render:
+    instances = request.query.get("instances", "") in ("1", "true", "yes")
+
+    def work() -> Response:
+        sidecar.aggregator.expire()
+        return Response(200, api_json(sidecar.aggregator, instances=instances))
+
+    return Render(work)
+
+
+class PushApp:
+    """The push listener."""
+
+    def __init__(self, sidecar: Sidecar) -> None:
+        self.sidecar = sidecar
+        self.api = sidecar.settings.api_listen == "push"
+
+    def head(self, request: Request, length: int) -> Response | Render | None:
+        """Health and API at once; a push's headers checked before its body is read."""
+        path = request.path
+        if request.method in _READ and path == "/healthz":
+            return _healthz(self.sidecar)
+        if self.api and request.method in _READ and path == "/api/pools":
+            return _api(self.sidecar, request)
+        if path != PUSH_PATH:
+            return json_response(404, {"error": f"POST pushes to {PUSH_PATH}"}, close=True)
+        if request.method != "POST":
+            return json_response(405, {"error": f"POST pushes to {PUSH_PATH}"}, close=True)
+        headers = request.headers
+        rejection = self.sidecar.check_head(
+            headers.get("authorization"),
+            headers.get("content-length"),
+            headers.get("transfer-encoding"),
+        )
+        if rejection is not None:
+            status, doc = self.sidecar.rejected_head(*rejection)
+            return json_response(status, doc, close=True)
+        return None
+
+    def handle(self, request: Request) -> Response:
+        """Apply one push."""
+        return json_response(*self.sidecar.ingest(request.body))
+
+
+class MetricsApp:
+    """The metrics listener: read-only."""
+
+    def __init__(self, sidecar: Sidecar) -> None:
+        self.sidecar = sidecar
+        self.api = sidecar.settings.api_listen == "metrics"
+
+    def head(self, request: Request, length: int) -> Response | Render | None:
+        """Every request is answered from its head: nothing here takes a body."""
+        path = request.path
+        if request.method not in _READ:
+            return json_response(405, {"error": "read-only: GET /metrics"}, close=True)
+        if path == "/metrics":
+            return self._metrics(request)
+        if path == "/healthz":
+            return _healthz(self.sidecar)
+        if path == "/api/pools" and self.api:
+            return _api(self.sidecar, request)
+        if path == "/":
+            index = "/metrics /healthz" + (" /api/pools" if self.api else "")
+            return Response(
+                200,
+                f"sqlalchemy-pool-exporter sidecar: {index}\n".encode(),
+                "text/plain; charset=utf-8",
+            )
+        return json_response(404, {"error": f"no such path {path[:80]!r}"})
+
+    def handle(self, request: Request) -> Response:
+        """Not reached: :meth:`head` answers everything."""
+        return json_response(405, {"error": "read-only: GET /metrics"}, close=True)
+
+    def _metrics(self, request: Request) -> Render:
+        accept = request.headers.get("accept", "")
+        gzipped = "gzip" in request.headers.get("accept-encoding", "")
+        registry = self.sidecar.registry
+        omit_body = request.method == "HEAD"
+
+        def work() -> Response:
+            encoder, content_type = choose_encoder(accept)
+            body = encoder(registry)
+            headers = {}
+            if gzipped:
+                body, headers = gzip.compress(body, 1), {"Content-Encoding": "gzip"}
+            return Response(200, body, content_type, headers, omit_body=omit_body)
+
+        return Render(work)
