@@ -2,24 +2,23 @@
 
 Every ``interval`` seconds the pusher builds a cumulative snapshot and POSTs it as JSON
 to the sidecar's ``/v1/push``. The app never waits for it: the thread is a daemon, each
-request has a short timeout, and a failed push is simply dropped — the next one carries
-the same cumulative totals, so nothing is lost. Failures are logged once when the sidecar
-becomes unreachable and once when it comes back, not on every attempt. At interpreter
-exit a final push marks the process retired so the sidecar folds it in at once.
+push has one deadline for the whole exchange (``timeout``; connect, send and reply, see
+:mod:`~sqlalchemy_pool_exporter.instrumentation.exchange`) and reads at most a small
+reply, and a failed or abandoned push is simply dropped — the next one carries the same
+cumulative totals, so nothing is lost. Failures are counted (``failed``) and logged once
+when the sidecar becomes unreachable or stuck and once when it comes back, not on every
+attempt. At interpreter exit a final push marks the process retired so the sidecar folds
+it in at once.
 """
 
 from __future__ import annotations
 
-import http.client
-import io
 import json
 import threading
-import urllib.error
-import urllib.request
 from collections.abc import Callable
-from typing import Any
 
 from sqlalchemy_pool_exporter.instrumentation import registry
+from sqlalchemy_pool_exporter.instrumentation.exchange import ExchangeFailed, Reply, post
 from sqlalchemy_pool_exporter.instrumentation.snapshot import ProcessIdentity, process_snapshot
 from sqlalchemy_pool_exporter.logs import get_logger
 
@@ -94,12 +93,12 @@ class Pusher:
                     ),
                     separators=(",", ":"),
                 ).encode()
-                request = urllib.request.Request(self.url, data=body, method="POST")
-                request.add_header("Content-Type", "application/json")
+                headers = {"Content-Type": "application/json"}
                 if self._token:
-                    request.add_header("Authorization", f"Bearer {self._token}")
-                with urllib.request.urlopen(request, timeout=timeout or self.timeout) as response:
-                    response.read()
+                    headers["Authorization"] = f"Bearer {self._token}"
+                reply = post(self.url, body, headers, timeout or self.timeout)
+                if reply.status != 200:
+                    raise ExchangeFailed(_refused(reply))
             except Exception as exc:
                 self.failed += 1
                 if self._healthy:
@@ -119,24 +118,25 @@ class Pusher:
 
 def _warm_up(url: str) -> None:
     # Do in the caller's thread what the first push would import lazily (the idna codec
-    # for getaddrinfo, the email parser for response headers). A fork() while the push
-    # thread is inside an import leaves that module's import lock held for ever in the
-    # child — a gunicorn worker forked right after preload — and the child's own push
-    # thread would hang on it at its first push.
+    # for getaddrinfo). A fork() while the push thread is inside an import leaves that
+    # module's import lock held for ever in the child — a gunicorn worker forked right
+    # after preload — and the child's own push thread would hang on it at its first push.
     "localhost".encode("idna")
-    urllib.request.Request(url, data=b"", method="POST")
-    http.client.parse_headers(io.BytesIO(b"Content-Type: application/json\r\n\r\n"))
+
+
+def _refused(reply: Reply) -> str:
+    try:
+        detail = str(json.loads(reply.body or b"{}").get("error", ""))[:200]
+    except Exception:
+        detail = ""
+    return f"HTTP {reply.status} {detail}".strip()
 
 
 def _reason(exc: BaseException) -> str:
-    if isinstance(exc, urllib.error.HTTPError):
-        try:
-            detail: Any = json.loads(exc.read() or b"{}").get("error", "")
-        except Exception:
-            detail = ""
-        return f"HTTP {exc.code} {detail}".strip()
-    if isinstance(exc, urllib.error.URLError):
-        return str(exc.reason)
+    if isinstance(exc, ExchangeFailed):
+        return str(exc)
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
     return f"{type(exc).__name__}: {exc}"
 
 
