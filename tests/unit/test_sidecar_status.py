@@ -77,7 +77,7 @@ def sc() -> Iterator[Sidecar]:
 
 
 def test_table(sc: Sidecar, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["status", "--url", sc.metrics_url]) == 0
+    assert main(["status", "--url", sc.push_url.removesuffix("/v1/push")]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert [line.split() for line in lines] == [
         [
@@ -131,6 +131,16 @@ def test_unreachable_sidecar_is_one_line_and_exit_1(capsys: pytest.CaptureFixtur
     )
 
 
+def test_metrics_listener_has_no_api_by_default(
+    sc: Sidecar, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["status", "--url", sc.metrics_url]) == 1
+    assert capsys.readouterr().err == (
+        f"sqlalchemy-pool-exporter status: sidecar at {sc.metrics_url} answered HTTP 404 for "
+        "/api/pools (is /api/pools served there? see POOL_EXPORTER_API_LISTEN)\n"
+    )
+
+
 def test_watch_redraws_until_interrupted(sc: Sidecar) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("POOL_EXPORTER_")}
     proc = subprocess.Popen(
@@ -140,7 +150,7 @@ def test_watch_redraws_until_interrupted(sc: Sidecar) -> None:
             "sqlalchemy_pool_exporter",
             "status",
             "--url",
-            sc.metrics_url,
+            sc.push_url.removesuffix("/v1/push"),
             "--watch",
             "0.2",
         ],
@@ -149,10 +159,14 @@ def test_watch_redraws_until_interrupted(sc: Sidecar) -> None:
         cwd=ROOT,
         env=env,
     )
-    time.sleep(1.5)
+    assert proc.stdout is not None
+    out = ""
+    deadline = time.monotonic() + 20
+    while out.count("live processes") < 3 and time.monotonic() < deadline:
+        out += proc.stdout.readline()  # each frame ends with its "N live processes" line
     proc.send_signal(signal.SIGINT)
-    out, _ = proc.communicate(timeout=10)
+    rest, _ = proc.communicate(timeout=10)
     assert proc.returncode == 0
-    frames = out.split("\x1b[H\x1b[2J")[1:]
+    frames = (out + rest).split("\x1b[H\x1b[2J")[1:]
     assert len(frames) >= 3
     assert all("web-1/12" in frame for frame in frames)

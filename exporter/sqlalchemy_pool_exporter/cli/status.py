@@ -5,6 +5,10 @@ connections in use against the limit, worst utilization and peak, callers waitin
 oldest checkout, leaked connections and the checkout sites holding the most
 connections — followed by one indented row per process. ``--watch`` redraws it every few
 seconds until Ctrl-C. An unreachable sidecar is one line on stderr and exit status 1.
+
+``/api/pools`` names hosts, databases and code, so the sidecar serves it on its loopback
+push listener by default (``POOL_EXPORTER_API_LISTEN``), and that is where ``status``
+looks unless told otherwise with ``--url``.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ import urllib.error
 import urllib.request
 from typing import Any
 
-DEFAULT_URL = "http://127.0.0.1:9187"
+DEFAULT_URL = "http://127.0.0.1:9188"
 COLUMNS = (
     "APP",
     "POOL",
@@ -35,7 +39,10 @@ COLUMNS = (
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags of ``status``."""
     parser.add_argument(
-        "--url", default=DEFAULT_URL, help=f"the sidecar's metrics listener (default {DEFAULT_URL})"
+        "--url",
+        default=DEFAULT_URL,
+        help=f"the sidecar listener serving /api/pools: the push listener unless "
+        f"POOL_EXPORTER_API_LISTEN says otherwise (default {DEFAULT_URL})",
     )
     parser.add_argument(
         "--watch",
@@ -61,7 +68,12 @@ def fetch(url: str, timeout: float = 5.0) -> dict[str, Any]:
             doc: dict[str, Any] = json.loads(response.read())
             return doc
     except urllib.error.HTTPError as exc:
-        raise Unreachable(f"sidecar at {url} answered HTTP {exc.code} for /api/pools") from None
+        hint = (
+            " (is /api/pools served there? see POOL_EXPORTER_API_LISTEN)" if exc.code == 404 else ""
+        )
+        raise Unreachable(
+            f"sidecar at {url} answered HTTP {exc.code} for /api/pools{hint}"
+        ) from None
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
         raise Unreachable(f"cannot reach the sidecar at {url}: {reason}") from None
@@ -130,6 +142,9 @@ def rows(doc: dict[str, Any], sites: int = 2) -> list[tuple[str, ...]]:
                     "",
                 )
             )
+        omitted = pool.get("per_process_omitted", 0)
+        if omitted:
+            out.append(("", f"  … {omitted} more", *[""] * (len(COLUMNS) - 2)))
     return out
 
 
