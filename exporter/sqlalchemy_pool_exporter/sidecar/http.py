@@ -27,79 +27,25 @@ Every connection is bounded in time and memory, whatever its client does:
 from __future__ import annotations
 
 import asyncio
-import json
 import socket
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any, Protocol
 from urllib.parse import parse_qsl
+
+from sqlalchemy_pool_exporter.sidecar.limits import ByteBudget
+from sqlalchemy_pool_exporter.sidecar.messages import (
+    REASONS,
+    App,
+    Render,
+    Request,
+    Response,
+    json_response,
+)
 
 MAX_HEAD = 16 * 1024
 #: A request in progress this long (s), or a connection idle this long, may be closed
 #: to make room for new ones when a limit is reached.
 EVICTABLE_AFTER = 0.25
-REASONS = {
-    100: "Continue",
-    200: "OK",
-    400: "Bad Request",
-    401: "Unauthorized",
-    404: "Not Found",
-    405: "Method Not Allowed",
-    408: "Request Timeout",
-    409: "Conflict",
-    411: "Length Required",
-    413: "Content Too Large",
-    429: "Too Many Requests",
-    431: "Request Header Fields Too Large",
-    500: "Internal Server Error",
-    503: "Service Unavailable",
-}
-
-
-@dataclass
-class Request:
-    """One parsed request; ``body`` is filled in once it has arrived."""
-
-    method: str
-    path: str
-    query: dict[str, str]
-    headers: dict[str, str]
-    body: bytes = b""
-
-
-@dataclass
-class Response:
-    """What to send back; ``close`` ends the connection after it; HEAD omits the body."""
-
-    status: int
-    body: bytes
-    content_type: str = "application/json"
-    headers: dict[str, str] = field(default_factory=dict)
-    close: bool = False
-    omit_body: bool = False
-
-
-@dataclass
-class Render:
-    """Work too heavy for the event loop, run in the render pool; returns the response."""
-
-    work: Callable[[], Response]
-
-
-def json_response(status: int, doc: Any, *, close: bool = False) -> Response:
-    """A compact JSON response."""
-    return Response(status, json.dumps(doc, separators=(",", ":")).encode(), close=close)
-
-
-class App(Protocol):
-    """What a listener serves."""
-
-    def head(self, request: Request, length: int) -> Response | Render | None:
-        """Answer from the head alone, or None to read the ``length``-byte body first."""
-
-    def handle(self, request: Request) -> Response | Render:
-        """Answer a request whose body has arrived."""
 
 
 class Context(Protocol):
@@ -127,33 +73,6 @@ class Host(Protocol):
     def opened(self, connection: Connection) -> None: ...
 
     def closed(self, connection: Connection) -> None: ...
-
-
-class ByteBudget:
-    """Request body bytes reserved by connections, under one capacity for all listeners."""
-
-    def __init__(self, capacity: int) -> None:
-        self.capacity = capacity
-        self.used = 0
-        self.holders: dict[Connection, int] = {}
-
-    def reserve(self, connection: Connection, n: int, now: float) -> bool:
-        """Reserve ``n`` bytes, closing overdue holders if needed; False if no room."""
-        if self.used + n > self.capacity and n <= self.capacity:
-            for victim in sorted(self.holders, key=lambda c: c.started or now):
-                if self.used + n <= self.capacity:
-                    break
-                if victim.overdue(now):
-                    victim.drop(408, "request too slow; closed to make room", "buffered_bytes")
-        if self.used + n > self.capacity:
-            return False
-        self.holders[connection] = n
-        self.used += n
-        return True
-
-    def release(self, connection: Connection) -> None:
-        """Give back what ``connection`` reserved."""
-        self.used -= self.holders.pop(connection, 0)
 
 
 class Connection(asyncio.Protocol):

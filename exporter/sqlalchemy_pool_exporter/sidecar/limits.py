@@ -22,13 +22,16 @@ The limits (``limit`` label values):
 * ``series`` — a per-process scrape over ``max_series`` served aggregated series;
 * ``retired_pools`` — a retired process's records forgotten to stay within the
   tombstone budget (such a process counts as new if it pushes again).
+
+Two budgets live here too: :class:`ByteBudget` (request bodies being received, shared
+by all connections) and :class:`StateBytes` (the latest pushes of live processes).
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from typing import Any
+from typing import Any, Protocol
 
 LIMITS = (
     "connections",
@@ -91,6 +94,43 @@ class LimitHits:
         """Current counts."""
         with self._lock:
             return dict(self.counts)
+
+
+class Holder(Protocol):
+    """A connection holding a reservation in a :class:`ByteBudget`."""
+
+    started: float | None
+
+    def overdue(self, now: float) -> bool: ...
+
+    def drop(self, status: int, message: str, limit: str | None) -> None: ...
+
+
+class ByteBudget:
+    """Request body bytes reserved by connections, under one capacity for all listeners."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.used = 0
+        self.holders: dict[Any, int] = {}
+
+    def reserve(self, connection: Holder, n: int, now: float) -> bool:
+        """Reserve ``n`` bytes, closing overdue holders if needed; False if no room."""
+        if self.used + n > self.capacity and n <= self.capacity:
+            for victim in sorted(self.holders, key=lambda c: c.started or now):
+                if self.used + n <= self.capacity:
+                    break
+                if victim.overdue(now):
+                    victim.drop(408, "request too slow; closed to make room", "buffered_bytes")
+        if self.used + n > self.capacity:
+            return False
+        self.holders[connection] = n
+        self.used += n
+        return True
+
+    def release(self, connection: Holder) -> None:
+        """Give back what ``connection`` reserved."""
+        self.used -= self.holders.pop(connection, 0)
 
 
 class StateBytes:

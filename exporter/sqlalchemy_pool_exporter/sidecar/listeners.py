@@ -40,14 +40,9 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from sqlalchemy_pool_exporter.logs import RateLimitedReporter, get_logger
-from sqlalchemy_pool_exporter.sidecar.http import (
-    App,
-    ByteBudget,
-    Connection,
-    Render,
-    json_response,
-)
-from sqlalchemy_pool_exporter.sidecar.limits import LimitHits
+from sqlalchemy_pool_exporter.sidecar.http import Connection
+from sqlalchemy_pool_exporter.sidecar.limits import ByteBudget, LimitHits
+from sqlalchemy_pool_exporter.sidecar.messages import App, Render, json_response
 
 log = get_logger(__name__)
 _OUT_OF_RESOURCES = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}

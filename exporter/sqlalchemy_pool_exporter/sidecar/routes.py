@@ -21,7 +21,7 @@ from prometheus_client.exposition import choose_encoder
 
 from sqlalchemy_pool_exporter.protocol.wire import PUSH_PATH
 from sqlalchemy_pool_exporter.sidecar.api import api_json
-from sqlalchemy_pool_exporter.sidecar.http import Render, Request, Response, json_response
+from sqlalchemy_pool_exporter.sidecar.messages import Render, Request, Response, json_response
 
 if TYPE_CHECKING:
     from sqlalchemy_pool_exporter.sidecar.server import Sidecar

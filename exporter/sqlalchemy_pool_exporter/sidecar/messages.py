@@ -1,0 +1,75 @@
+"""What the sidecar's HTTP server passes around: requests, responses, and the app it serves.
+
+A listener's :class:`App` answers a :class:`Request` from its head alone
+(:meth:`App.head`) or after its body (:meth:`App.handle`) with a :class:`Response`, or
+with a :class:`Render` — work too heavy for the event loop, run by the render worker.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+REASONS = {
+    100: "Continue",
+    200: "OK",
+    400: "Bad Request",
+    401: "Unauthorized",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    408: "Request Timeout",
+    409: "Conflict",
+    411: "Length Required",
+    413: "Content Too Large",
+    429: "Too Many Requests",
+    431: "Request Header Fields Too Large",
+    500: "Internal Server Error",
+    503: "Service Unavailable",
+}
+
+
+@dataclass
+class Request:
+    """One parsed request; ``body`` is filled in once it has arrived."""
+
+    method: str
+    path: str
+    query: dict[str, str]
+    headers: dict[str, str]
+    body: bytes = b""
+
+
+@dataclass
+class Response:
+    """What to send back; ``close`` ends the connection after it; HEAD omits the body."""
+
+    status: int
+    body: bytes
+    content_type: str = "application/json"
+    headers: dict[str, str] = field(default_factory=dict)
+    close: bool = False
+    omit_body: bool = False
+
+
+@dataclass
+class Render:
+    """Work too heavy for the event loop, run in the render pool; returns the response."""
+
+    work: Callable[[], Response]
+
+
+def json_response(status: int, doc: Any, *, close: bool = False) -> Response:
+    """A compact JSON response."""
+    return Response(status, json.dumps(doc, separators=(",", ":")).encode(), close=close)
+
+
+class App(Protocol):
+    """What a listener serves."""
+
+    def head(self, request: Request, length: int) -> Response | Render | None:
+        """Answer from the head alone, or None to read the ``length``-byte body first."""
+
+    def handle(self, request: Request) -> Response | Render:
+        """Answer a request whose body has arrived."""
