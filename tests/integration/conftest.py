@@ -56,12 +56,12 @@ class RunningSidecar:
 
     @property
     def metrics_port(self) -> int:
-        """Port of /metrics, /healthz, /api/pools."""
+        """Port of /metrics and /healthz."""
         return int(urlsplit(self.metrics_url).port or 0)
 
     @property
     def push_port(self) -> int:
-        """Port of POST /v1/push."""
+        """Port of POST /v1/push (and, by default, /api/pools)."""
         return int(urlsplit(self.push_url).port or 0)
 
     def get(self, path: str, headers: dict[str, str] | None = None) -> bytes:
@@ -76,8 +76,10 @@ class RunningSidecar:
         return self.get("/metrics").decode()
 
     def api(self) -> dict[str, Any]:
-        """Current /api/pools document."""
-        doc: dict[str, Any] = json.loads(self.get("/api/pools"))
+        """Current /api/pools document (served on the push listener by default)."""
+        url = self.push_url.removesuffix("/v1/push") + "/api/pools"
+        with urllib.request.urlopen(url, timeout=10) as response:
+            doc: dict[str, Any] = json.loads(response.read())
         return doc
 
     def series(self, name: str) -> dict[frozenset[tuple[str, str]], float]:

@@ -91,9 +91,10 @@ def payload(
     interval: float = 5.0,
     pid: int = 100,
     host: str = "web-1",
+    key: str | None = None,
 ) -> dict[str, Any]:
-    """A whole push document."""
-    return {
+    """A whole push document (``key``: the process's secret, left out if None)."""
+    doc: dict[str, Any] = {
         "schema": 1,
         "seq": seq,
         "interval": interval,
@@ -108,6 +109,9 @@ def payload(
         },
         "pools": {"db": pool()} if pools is None else pools,
     }
+    if key is not None:
+        doc["process"]["key"] = key
+    return doc
 
 
 def encode(doc: Any) -> bytes:

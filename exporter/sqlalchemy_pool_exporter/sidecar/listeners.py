@@ -15,9 +15,11 @@ Pushes are small and are applied on the loop itself, one after another: no locks
 contended, no thread hand-off. ``/metrics`` and ``/api/pools`` are rendered by a worker
 thread (``render_workers``, one by default: under the GIL a second one would only take
 CPU from pushes), with at most ``render_queue`` more waiting their turn, each for at
-most ``request_timeout``; any beyond get 503 at once. A render keeps its slot until its
-response has been read, so slow readers cannot pile rendered responses up in memory.
-However many scrapes arrive, pushes keep the loop and at least half the CPU.
+most ``request_timeout``; any beyond get 503 at once. At most :data:`MAX_UNREAD`
+rendered responses wait for their clients to read them (the oldest is dropped to make
+room, and each gets ``request_timeout``), so slow readers can neither pile responses up
+in memory nor hold the renderer. However many scrapes arrive, pushes keep the loop and
+at least half the CPU.
 
 Each :class:`Listener` accepts by itself rather than through ``loop.create_server``, to
 hold its bounds: at ``max_connections`` a new connection takes the place of the
@@ -47,6 +49,8 @@ from sqlalchemy_pool_exporter.sidecar.messages import App, Render, json_response
 log = get_logger(__name__)
 _OUT_OF_RESOURCES = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
 ACCEPT_BATCH = 64
+#: Rendered responses waiting for their client to read them, at most.
+MAX_UNREAD = 4
 MIN_BACKOFF, MAX_BACKOFF = 0.05, 1.0
 
 
@@ -165,6 +169,7 @@ class HttpServer:
         self._free = render_workers
         self._waiting: deque[asyncio.Future[None]] = deque()
         self._max_waiting = render_queue
+        self._unread: dict[Connection, None] = {}  # rendered responses still being sent
         self._reporter = RateLimitedReporter(log)
         self._thread = threading.Thread(target=self._run, name="pool-exporter-http", daemon=True)
         self._ready = threading.Event()
@@ -184,7 +189,7 @@ class HttpServer:
     # -- rendering -------------------------------------------------------------------
 
     async def render(self, connection: Connection, render: Render) -> None:
-        """Run ``render`` in the pool when a slot is free; answer; keep the slot until read."""
+        """Run ``render`` in the pool when a slot is free, and answer with its response."""
         try:
             await self._acquire()
         except Busy:
@@ -192,15 +197,23 @@ class HttpServer:
             connection.respond(json_response(503, {"error": "too many renders in progress"}))
             return
         try:
-            try:
-                response = await self.loop.run_in_executor(self._executor, render.work)
-            except Exception as exc:  # a bug costs one request, never the sidecar
-                self._reporter.report("render", exc)
-                response = json_response(500, {"error": "internal error while rendering"})
-            connection.respond(response)
-            await connection.drained()
+            response = await self.loop.run_in_executor(self._executor, render.work)
+        except Exception as exc:  # a bug costs one request, never the sidecar
+            self._reporter.report("render", exc)
+            response = json_response(500, {"error": "internal error while rendering"})
         finally:
             self._release()
+        while len(self._unread) >= MAX_UNREAD:  # slow readers: the oldest makes room
+            oldest = next(iter(self._unread))
+            del self._unread[oldest]
+            self.hit("buffered_bytes")
+            if oldest.transport is not None:
+                oldest.transport.abort()
+        connection.respond(response)
+        if connection.writable is not None:
+            self._unread[connection] = None
+            await connection.drained()
+            self._unread.pop(connection, None)
 
     async def _acquire(self) -> None:
         if self._free:
