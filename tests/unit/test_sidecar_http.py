@@ -111,6 +111,7 @@ def test_connections_beyond_the_cap_replace_idle_ones(started: Callable[..., Sid
     sc = started(max_connections=4)
     idle = [socket.create_connection(sc.push_address, timeout=5) for _ in range(4)]
     try:
+        wait_for(lambda: sc._open()["push"] == 4)  # all four accepted: the cap is reached
         # Once they have idled long enough to be overdue, a pusher takes one's place.
         assert wait_for(lambda: post(sc, payload("a"), timeout=1) == 200)
         assert hits(sc, "connections") >= 1
@@ -174,7 +175,7 @@ def test_renders_queue_boundedly_and_never_hold_pushes_up(
     for thread in threads:
         thread.start()
     assert slow.entered.acquire(timeout=10)
-    wait_for(lambda: sc._http is not None and len(sc._http._waiting) == 4)
+    wait_for(lambda: sc._http is not None and len(sc._http.lanes["metrics"].waiting) == 4)
     extra = threading.Thread(target=scrape)
     extra.start()
     extra.join(10)

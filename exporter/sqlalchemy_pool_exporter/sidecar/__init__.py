@@ -6,8 +6,9 @@ listeners) → ``routes`` → the protocol's validation (body →
 :class:`~sqlalchemy_pool_exporter.protocol.records.Push`) → ``guards`` (plausible
 numbers) → ``aggregator`` (latest push per live process, retired totals in ``totals``,
 ``tombstones``, expiry, group retention) → ``views``/``collector`` → exposition;
-``api`` is ``/api/pools``. What keeps it bounded: ``limits``, ``ceiling``,
-``process``, reported by ``health``. :class:`~sqlalchemy_pool_exporter.sidecar.server.Sidecar`
-wires it together; ``command`` is ``serve``; ``settings`` its options, ``secrets`` the
-ones read from files. Nothing here imports the app side or SQLAlchemy.
+``api`` is ``/api/pools``. What keeps it bounded: ``limits``, ``renders``,
+``ceiling``, ``process``, reported by ``health``.
+:class:`~sqlalchemy_pool_exporter.sidecar.server.Sidecar` wires it together;
+``command`` is ``serve``; ``settings`` its options, ``secrets`` the ones read from
+files. Nothing here imports the app side or SQLAlchemy.
 """

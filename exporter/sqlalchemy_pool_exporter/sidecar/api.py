@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import heapq
 import json
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy_pool_exporter.protocol.records import PoolData, Push
@@ -28,19 +29,24 @@ from sqlalchemy_pool_exporter.sidecar.aggregator import Aggregator
 TOP = 20
 #: Processes listed per pool (those with the most connections checked out).
 TOP_PROCESSES = 100
+#: Processes encoded at a time between two pauses.
+CHUNK = 100
 
 _Pool = tuple[str, str, dict[str, str], dict[str, Any], dict[str, int], dict[str, PoolData]]
 
 
 def _gather(agg: Aggregator) -> tuple[dict[str, tuple[Push, float]], list[_Pool]]:
-    # Under the lock, only shallow copies (C speed): pushes wait for this lock.
+    # Only shallow copies under the lock, taken group by group: pushes wait for it.
     with agg.lock:
         now = agg.clock()
         processes = {i: (p.push, now - p.last_seen) for i, p in agg.processes.items()}
-        pools = [
-            (g.app, g.pool, g.info, g.gauges(), dict(g.total.counters), dict(g.members))
-            for g in agg.groups.values()
-        ]
+        groups = list(agg.groups.values())
+    pools = []
+    for g in groups:
+        with agg.lock:
+            pools.append(
+                (g.app, g.pool, g.info, g.gauges(), dict(g.total.counters), dict(g.members))
+            )
     return processes, pools
 
 
@@ -63,7 +69,7 @@ def _process(push: Push, age: float, instances: bool) -> dict[str, Any]:
 
 def _pool(pool: _Pool, processes: dict[str, tuple[Push, float]], instances: bool) -> dict[str, Any]:
     app, name, info, gauges, counters, members = pool
-    labelled = [(processes[i][0].process, i, data) for i, data in members.items()]
+    labelled = [(processes[i][0].process, i, d) for i, d in members.items() if i in processes]
     # The processes holding the most connections, listed by name.
     busiest = heapq.nsmallest(
         TOP_PROCESSES, labelled, key=lambda m: (-m[2].gauges["checked_out"], m[0])
@@ -120,16 +126,23 @@ def api_document(agg: Aggregator, *, instances: bool = False) -> dict[str, Any]:
     }
 
 
-def api_json(agg: Aggregator, *, instances: bool = False) -> bytes:
-    """``/api/pools`` as JSON bytes, encoded pool by pool (each a short hold of the GIL)."""
+def api_json(
+    agg: Aggregator, *, instances: bool = False, pause: Callable[[], None] = lambda: None
+) -> bytes:
+    """``/api/pools`` as JSON bytes, encoded pool by pool with ``pause()`` before each."""
     processes, pools = _gather(agg)
     ordered = sorted(processes.values(), key=lambda p: (p[0].app, p[0].process))
-    parts = [b'{"processes":[']
-    parts.append(b",".join(_dumps(_process(push, age, instances)) for push, age in ordered))
-    parts.append(b'],"pools":[')
-    ranked = sorted(pools, key=lambda p: (p[0], p[1]))
-    parts.append(b",".join(_dumps(_pool(p, processes, instances)) for p in ranked))
-    parts.append(b"]}")
+    encoded = []
+    for start in range(0, len(ordered), CHUNK):
+        pause()
+        chunk = [_process(push, age, instances) for push, age in ordered[start : start + CHUNK]]
+        encoded.append(_dumps(chunk)[1:-1])
+    parts = [b'{"processes":[', b",".join(e for e in encoded if e), b'],"pools":[']
+    encoded = []
+    for pool in sorted(pools, key=lambda p: (p[0], p[1])):
+        pause()
+        encoded.append(_dumps(_pool(pool, processes, instances)))
+    parts += [b",".join(encoded), b"]}"]
     return b"".join(parts)
 
 

@@ -55,6 +55,7 @@ class Context(Protocol):
     request_timeout: float
     idle_timeout: float
     budget: ByteBudget
+    handling: int  # requests being handled on the loop right now (renders yield to them)
 
     def hit(self, limit: str, **fields: Any) -> None: ...
 
@@ -140,12 +141,12 @@ class Connection(asyncio.Protocol):
         """True until the connection is closing."""
         return self.transport is not None and not self.transport.is_closing()
 
-    def overdue(self, now: float) -> bool:
-        """May be closed to make room: idle, or its request slow, for EVICTABLE_AFTER."""
+    def overdue(self, now: float, after: float = EVICTABLE_AFTER) -> bool:
+        """May be closed to make room: idle, or its request slow, for ``after`` seconds."""
         if self.busy:
             return False
         since = self.started if self.started is not None else self.idle_since
-        return now - since >= EVICTABLE_AFTER
+        return now - since >= after
 
     def drop(self, status: int, message: str, limit: str | None) -> None:
         """Answer ``status`` (unless mid-response), count ``limit``, and close now."""
@@ -196,7 +197,12 @@ class Connection(asyncio.Protocol):
             del self.buffer[: self.length]
             self.ctx.budget.release(self)
             self.length = 0
-            self._dispatch(self.host.app.handle(request))
+            self.ctx.handling += 1
+            try:
+                answer = self.host.app.handle(request)
+            finally:
+                self.ctx.handling -= 1
+            self._dispatch(answer)
 
     def _head(self) -> bool:
         """Parse and route one request head; False if more bytes are needed or it closed."""

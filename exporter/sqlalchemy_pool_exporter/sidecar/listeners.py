@@ -12,22 +12,15 @@ Why this shape, and not a thread per connection or an ASGI server:
   keeps every bound in one place, tested against real sockets.
 
 Pushes are small and are applied on the loop itself, one after another: no locks
-contended, no thread hand-off. ``/metrics`` and ``/api/pools`` are rendered by a worker
-thread (``render_workers``, one by default: under the GIL a second one would only take
-CPU from pushes), with at most ``render_queue`` more waiting their turn, each for at
-most ``request_timeout``; any beyond get 503 at once. At most :data:`MAX_UNREAD`
-rendered responses wait for their clients to read them (the oldest is dropped to make
-room, and each gets ``request_timeout``), so slow readers can neither pile responses up
-in memory nor hold the renderer. However many scrapes arrive, pushes keep the loop and
-at least half the CPU.
-
-Each :class:`Listener` accepts by itself rather than through ``loop.create_server``, to
-hold its bounds: at ``max_connections`` a new connection takes the place of the
-longest-idle or slowest one (see :data:`.http.EVICTABLE_AFTER`), or is closed if every
-connection is busy; when ``accept()`` fails for lack of file descriptors the listener
-stops accepting for a moment (50 ms, doubling to 1 s while it lasts), closes one
-overdue connection to free a descriptor, and logs once a minute — instead of a loop
-spinning on a listening socket that stays readable.
+contended, no thread hand-off. ``/metrics`` and ``/api/pools`` are rendered by worker
+threads, one at a time each, with a few more waiting their turn for at most
+``request_timeout`` and any beyond answered 503 at once (:mod:`.renders`). At most
+:data:`MAX_UNREAD` rendered responses are being sent at once (others wait their turn;
+a client gets ``request_timeout`` to read its response, or is dropped), so slow
+readers can neither pile responses up in memory nor hold a renderer. However many scrapes arrive,
+pushes keep the loop, and renders pause between pools and families while the loop
+applies a push (:meth:`HttpServer.pause_for_requests`), so a push is not slowed by a
+render beside it.
 """
 
 from __future__ import annotations
@@ -37,25 +30,25 @@ import errno
 import socket
 import threading
 import time
-from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from sqlalchemy_pool_exporter.logs import RateLimitedReporter, get_logger
-from sqlalchemy_pool_exporter.sidecar.http import Connection
+from sqlalchemy_pool_exporter.sidecar.http import EVICTABLE_AFTER, Connection
 from sqlalchemy_pool_exporter.sidecar.limits import ByteBudget, LimitHits
-from sqlalchemy_pool_exporter.sidecar.messages import App, Render, json_response
+from sqlalchemy_pool_exporter.sidecar.messages import App, Render, Response, json_response
+from sqlalchemy_pool_exporter.sidecar.renders import LANES, Busy, RenderLane, Shared
 
 log = get_logger(__name__)
 _OUT_OF_RESOURCES = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
 ACCEPT_BATCH = 64
-#: Rendered responses waiting for their client to read them, at most.
+#: Rendered responses being sent (waiting for their clients to read them) at once.
 MAX_UNREAD = 4
+#: Longest a render waits, at one of its pauses, for the loop to finish a request (s).
+PAUSE = 0.02
 MIN_BACKOFF, MAX_BACKOFF = 0.05, 1.0
-
-
-class Busy(Exception):
-    """No render slot within the wait allowed."""
+#: Out of descriptors, connections idle this long (s) may be closed to accept others.
+EMFILE_GRACE = 0.05
 
 
 class Listener:
@@ -108,7 +101,7 @@ class Listener:
                 continue  # the client gave up before we accepted (ECONNABORTED, …)
             if len(self.connections) + self.pending >= self.max_connections:
                 self.ctx.hit("connections", listener=self.name)
-                if not self._evict():
+                if not self._evict(1):
                     conn.close()
                     continue
             conn.setblocking(False)
@@ -123,21 +116,25 @@ class Listener:
         finally:
             self.pending -= 1
 
-    def _evict(self) -> bool:
-        """Close the oldest overdue connection; False if every one is busy or fresh."""
+    def _evict(self, count: int = 1, after: float = EVICTABLE_AFTER) -> int:
+        """Close up to ``count`` of the oldest connections overdue by ``after`` seconds."""
         now = time.monotonic()
-        for connection in self.connections:
-            if connection.overdue(now):
-                connection.drop(503, "too many connections; closed to make room", None)
-                self.connections.pop(connection, None)
-                return True
-        return False
+        victims = [c for c in self.connections if c.overdue(now, after)][:count]
+        for connection in victims:
+            connection.drop(503, "too many connections; closed to make room", None)
+            self.connections.pop(connection, None)
+        return len(victims)
 
     def _out_of_descriptors(self, exc: OSError) -> None:
         loop = self.ctx.loop
         loop.remove_reader(self.sock)
-        self._evict()
         self.ctx.hit("file_descriptors", listener=self.name, error=exc.strerror or str(exc))
+        # Out of descriptors, even a connection idle for a moment is worth less than one
+        # waiting in the backlog: close the oldest idle ones (not those mid-request).
+        if self._evict(ACCEPT_BATCH, after=EMFILE_GRACE):
+            self.backoff = MIN_BACKOFF
+            loop.call_soon(self._resume)  # after the evicted sockets have closed
+            return
         loop.call_later(self.backoff, self._resume)
         self.backoff = min(self.backoff * 2, MAX_BACKOFF)
 
@@ -156,19 +153,17 @@ class HttpServer:
         request_timeout: float = 10.0,
         idle_timeout: float = 60.0,
         max_buffered_bytes: int = 32 * 1024 * 1024,
-        render_workers: int = 1,
-        render_queue: int = 4,
     ) -> None:
         self.loop = asyncio.new_event_loop()
         self.hits = hits
         self.request_timeout = request_timeout
         self.idle_timeout = idle_timeout
         self.budget = ByteBudget(max_buffered_bytes)
+        self.handling = 0
         self.listeners: list[Listener] = []
-        self._executor = ThreadPoolExecutor(render_workers, "pool-exporter-render")
-        self._free = render_workers
-        self._waiting: deque[asyncio.Future[None]] = deque()
-        self._max_waiting = render_queue
+        self._executor = ThreadPoolExecutor(len(LANES), "pool-exporter-render")
+        self.lanes = {name: RenderLane(self.loop, *size) for name, size in LANES.items()}
+        self._shared: dict[str, Shared] = {}
         self._unread: dict[Connection, None] = {}  # rendered responses still being sent
         self._reporter = RateLimitedReporter(log)
         self._thread = threading.Thread(target=self._run, name="pool-exporter-http", daemon=True)
@@ -188,61 +183,56 @@ class HttpServer:
 
     # -- rendering -------------------------------------------------------------------
 
+    def pause_for_requests(self, at_most: float = PAUSE) -> None:
+        """In a render: wait (up to ``at_most`` s) while the loop handles a request.
+
+        Under the GIL a render thread takes the CPU from the loop in turns of the switch
+        interval; renders call this between pools or families, so a push being applied
+        runs almost alone, and a render is only slowed, never stopped.
+        """
+        end = time.monotonic() + at_most
+        while self.handling and time.monotonic() < end:
+            time.sleep(0.0005)
+
     async def render(self, connection: Connection, render: Render) -> None:
         """Run ``render`` in the pool when a slot is free, and answer with its response."""
+        shared = self._shared.get(render.share) if render.share else None
+        if shared is not None and shared.usable(self.loop.time()):
+            await self._send(connection, await asyncio.shield(shared.future))
+            return
+        lane = self.lanes[render.lane]
         try:
-            await self._acquire()
+            await lane.acquire(self.request_timeout)
         except Busy:
-            self.hit("render_queue")
+            self.hit("render_queue", lane=render.lane)
             connection.respond(json_response(503, {"error": "too many renders in progress"}))
             return
+        if render.share:
+            shared = self._shared[render.share] = Shared(self.loop.create_future())
+        began = self.loop.time()
         try:
             response = await self.loop.run_in_executor(self._executor, render.work)
         except Exception as exc:  # a bug costs one request, never the sidecar
             self._reporter.report("render", exc)
             response = json_response(500, {"error": "internal error while rendering"})
         finally:
-            self._release()
-        while len(self._unread) >= MAX_UNREAD:  # slow readers: the oldest makes room
+            lane.release()
+        if shared is not None:
+            shared.done(response, began, self.loop.time())
+        await self._send(connection, response)
+
+    async def _send(self, connection: Connection, response: Response) -> None:
+        """Answer; of rendered answers, at most MAX_UNREAD wait to be read at once."""
+        while len(self._unread) >= MAX_UNREAD:
+            # Wait for the oldest to be read; a slow reader is dropped at its deadline.
             oldest = next(iter(self._unread))
-            del self._unread[oldest]
-            self.hit("buffered_bytes")
-            if oldest.transport is not None:
-                oldest.transport.abort()
+            await oldest.drained()
+            self._unread.pop(oldest, None)
         connection.respond(response)
         if connection.writable is not None:
             self._unread[connection] = None
             await connection.drained()
             self._unread.pop(connection, None)
-
-    async def _acquire(self) -> None:
-        if self._free:
-            self._free -= 1
-            return
-        if len(self._waiting) >= self._max_waiting:
-            raise Busy
-        waiter: asyncio.Future[None] = self.loop.create_future()
-        self._waiting.append(waiter)
-
-        def give_up() -> None:
-            if not waiter.done():
-                waiter.set_exception(Busy())
-
-        timer = self.loop.call_later(self.request_timeout, give_up)
-        try:
-            await waiter  # on success the releasing render handed its slot over
-        finally:
-            timer.cancel()
-            if waiter in self._waiting:
-                self._waiting.remove(waiter)
-
-    def _release(self) -> None:
-        while self._waiting:
-            waiter = self._waiting.popleft()
-            if not waiter.done():
-                waiter.set_result(None)
-                return
-        self._free += 1
 
     # -- lifecycle -------------------------------------------------------------------
 

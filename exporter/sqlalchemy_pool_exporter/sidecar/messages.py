@@ -55,9 +55,11 @@ class Response:
 
 @dataclass
 class Render:
-    """Work too heavy for the event loop, run in the render pool; returns the response."""
+    """Work too heavy for the event loop, run by a render worker; returns the response."""
 
     work: Callable[[], Response]
+    lane: str = "metrics"  # which render lane queues it (renders.LANES)
+    share: str | None = None  # requests with the same key may share one rendering
 
 
 def json_response(status: int, doc: Any, *, close: bool = False) -> Response:

@@ -15,8 +15,11 @@ checks are answered on the event loop. Anything else is a one-line JSON error.
 from __future__ import annotations
 
 import gzip
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import Metric
 from prometheus_client.exposition import choose_encoder
 
 from sqlalchemy_pool_exporter.protocol.wire import PUSH_PATH
@@ -38,9 +41,24 @@ def _api(sidecar: Sidecar, request: Request) -> Render:
 
     def work() -> Response:
         sidecar.aggregator.expire()
-        return Response(200, api_json(sidecar.aggregator, instances=instances))
+        body = api_json(sidecar.aggregator, instances=instances, pause=sidecar.yield_to_pushes)
+        return Response(200, body)
 
-    return Render(work)
+    return Render(work, lane="api", share=f"api:{int(instances)}")
+
+
+class _Yielding:
+    """A registry for rendering that pauses between families while a push is applied."""
+
+    def __init__(self, registry: CollectorRegistry, pause: Callable[[], None]) -> None:
+        self.registry = registry
+        self.pause = pause
+
+    def collect(self) -> Iterator[Metric]:
+        """Every family of the registry, one pause before each."""
+        for family in self.registry.collect():
+            self.pause()
+            yield family
 
 
 class PushApp:
@@ -111,12 +129,12 @@ class MetricsApp:
     def _metrics(self, request: Request) -> Render:
         accept = request.headers.get("accept", "")
         gzipped = "gzip" in request.headers.get("accept-encoding", "")
-        registry = self.sidecar.registry
+        registry = _Yielding(self.sidecar.registry, self.sidecar.yield_to_pushes)
         omit_body = request.method == "HEAD"
 
         def work() -> Response:
             encoder, content_type = choose_encoder(accept)
-            body = encoder(registry)
+            body = encoder(registry)  # type: ignore[arg-type]  # has collect(), as needed
             headers = {}
             if gzipped:
                 body, headers = gzip.compress(body, 1), {"Content-Encoding": "gzip"}

@@ -146,6 +146,12 @@ class Sidecar:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
+    def yield_to_pushes(self) -> None:
+        """Called by renders between pools or families: let a push being applied finish."""
+        http = self._http
+        if http is not None:
+            http.pause_for_requests()
+
     def _open(self) -> dict[str, int]:
         http = self._http
         return http.connections() if http is not None else {"metrics": 0, "push": 0}
