@@ -50,7 +50,7 @@ ENV PATH=/opt/venv/bin:$PATH \
 # Numeric, so Kubernetes' runAsNonRoot can verify it without reading /etc/passwd.
 USER 10001:10001
 
-# 9187: /metrics, /healthz, /api/pools.  9188: POST /v1/push from the app's processes.
+# 9187: /metrics, /healthz.  9188: POST /v1/push from the app's processes (and /api/pools).
 EXPOSE 9187 9188
 
 # slim has no curl: ask /healthz with the standard library, on the port the metrics

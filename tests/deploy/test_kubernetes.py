@@ -381,8 +381,11 @@ def test_restricted_security_context(base: Objects) -> None:
         assert context["allowPrivilegeEscalation"] is False, container["name"]
         assert context["readOnlyRootFilesystem"] is True, container["name"]
         assert context["capabilities"] == {"drop": ["ALL"]}, container["name"]
-        # Python writes nothing but temp files: a writable /tmp is all it gets.
-        assert [m["mountPath"] for m in container["volumeMounts"]] == ["/tmp"]
+        # Python writes nothing but temp files: a writable /tmp is all it gets (the
+        # sidecar also reads its Secret, read-only).
+        mounts = [(m["mountPath"], m.get("readOnly", False)) for m in container["volumeMounts"]]
+        secret = [("/etc/pool-exporter", True)] if container["name"] == "pool-exporter" else []
+        assert mounts == [("/tmp", False), *secret], container["name"]
     # The sidecar is restricted on its own too (the add-sidecar patch relies on it), and
     # its user is the image's.
     assert sidecar_of(deployment)["securityContext"] == {
@@ -457,9 +460,35 @@ def test_add_sidecar_patch_adds_the_same_sidecar_and_keeps_the_app(
     assert [e["name"] for e in app["env"]] == [
         "POOL_EXPORTER_PUSH_URL",
         "POOL_EXPORTER_APP",
+        "POOL_EXPORTER_TOKEN",
         "DATABASE_URL",
     ]
     assert env_of(app)["POOL_EXPORTER_PUSH_URL"] == "http://127.0.0.1:9188/v1/push"
-    # The pod's own security settings are untouched; the volume the sidecar mounts exists.
+    # The pod's own security settings are untouched; the volumes the sidecar mounts exist.
     assert "securityContext" not in template["spec"]
-    assert [v["name"] for v in template["spec"]["volumes"]] == ["pool-exporter-tmp"]
+    assert [v["name"] for v in template["spec"]["volumes"]] == [
+        "pool-exporter-tmp",
+        "pool-exporter-secret",
+    ]
+
+
+@pytest.mark.parametrize("which", ["base", "add_sidecar"])
+def test_the_push_token_comes_from_a_mounted_secret(
+    base: Objects, add_sidecar: Objects, which: str
+) -> None:
+    deployment = (
+        base[("Deployment", "shop")] if which == "base" else add_sidecar[("Deployment", "billing")]
+    )
+    sidecar = sidecar_of(deployment)
+    settings = effective(sidecar)
+    # Not as a flag or a literal variable: /proc/<pid>/cmdline and the spec are readable.
+    assert settings.token is None and "args" not in sidecar
+    assert str(settings.token_file) == "/etc/pool-exporter/token"
+    (mount,) = [m for m in sidecar["volumeMounts"] if m["name"] == "pool-exporter-secret"]
+    assert (mount["mountPath"], mount["readOnly"]) == ("/etc/pool-exporter", True)
+    volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["pool-exporter-secret"]["secret"] == {"secretName": "pool-exporter"}
+    # The app pushes with the same key of the same Secret.
+    (app,) = deployment["spec"]["template"]["spec"]["containers"]
+    (token,) = [e for e in app["env"] if e["name"] == "POOL_EXPORTER_TOKEN"]
+    assert token["valueFrom"] == {"secretKeyRef": {"name": "pool-exporter", "key": "token"}}

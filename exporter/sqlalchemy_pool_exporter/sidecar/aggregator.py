@@ -55,7 +55,7 @@ from sqlalchemy_pool_exporter.sidecar.tombstones import TombstoneStore, slim
 from sqlalchemy_pool_exporter.sidecar.totals import Totals, layout_of, regression
 
 #: Distinct (app, pool) pairs kept; a new one beyond this is rejected.
-MAX_GROUPS = 4096
+MAX_GROUPS = 1024
 #: Pushes sweep for expired processes at most this often (s); scrapes always sweep.
 SWEEP_EVERY = 0.25
 

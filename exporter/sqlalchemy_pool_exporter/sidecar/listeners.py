@@ -152,7 +152,7 @@ class HttpServer:
         hits: LimitHits,
         request_timeout: float = 10.0,
         idle_timeout: float = 60.0,
-        max_buffered_bytes: int = 32 * 1024 * 1024,
+        max_buffered_bytes: int = 16 * 1024 * 1024,
     ) -> None:
         self.loop = asyncio.new_event_loop()
         self.hits = hits

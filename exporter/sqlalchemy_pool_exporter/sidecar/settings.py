@@ -99,19 +99,19 @@ class SidecarSettings(BaseSettings):
         description="Seconds for a whole request to arrive, and for a response to be read.",
     )
     max_buffered_bytes: int = Field(
-        default=32 * 1_048_576,
+        default=16 * 1_048_576,
         ge=65536,
         le=4096 * 1_048_576,
         description="Request body bytes held at once across all connections.",
     )
     max_state_bytes: int = Field(
-        default=64 * 1_048_576,
+        default=32 * 1_048_576,
         ge=65536,
         le=64 * 1024 * 1_048_576,
         description="Push body bytes kept as the latest state of all live processes.",
     )
     max_groups: int = Field(
-        default=4096, ge=1, le=1_000_000, description="Distinct (app, pool) groups kept."
+        default=1024, ge=1, le=1_000_000, description="Distinct (app, pool) groups kept."
     )
     group_retention: float = Field(
         default=3600.0,
@@ -120,7 +120,7 @@ class SidecarSettings(BaseSettings):
         description="Seconds an (app, pool) with no live process is kept.",
     )
     max_series: int = Field(
-        default=200_000,
+        default=100_000,
         ge=100,
         le=100_000_000,
         description="Per-process output beyond this many series serves aggregated series.",
