@@ -1,15 +1,15 @@
 """``sqlalchemy-pool-exporter demo``: watch a multi-process app's pool run dry, live.
 
 The real shape of a production deployment, on one machine and a throwaway SQLite file:
-a sidecar (``/metrics``, ``/api/pools``) and several worker processes, each with its own
-instrumented engine pushing snapshots to it, like gunicorn workers next to the sidecar
-in a pod. Most requests are healthy (``with Session(engine) as s: ...``); some hit the
-classic bug of a session that is opened and never closed, so its connection stays
-checked out until a janitor — standing in for request teardown or the garbage
-collector — lets go of it 10 s later. Leaks pile up, pools exhaust, healthy requests
-wait and time out; halfway through one worker is killed with SIGKILL and replaced, and
-the sidecar's counters carry on without going backwards. It stops after ``--duration``
-seconds or on Ctrl-C.
+a sidecar (``/metrics``, and ``/api/pools`` on its loopback push listener) and several
+worker processes, each with its own instrumented engine pushing snapshots to it, like
+gunicorn workers next to the sidecar in a pod. Most requests are healthy (``with
+Session(engine) as s: ...``); some hit the classic bug of a session that is opened and
+never closed, so its connection stays checked out until a janitor — standing in for
+request teardown or the garbage collector — lets go of it 10 s later. Leaks pile up,
+pools exhaust, healthy requests wait and time out; halfway through one worker is killed
+with SIGKILL and replaced, and the sidecar's counters carry on without going backwards.
+It stops after ``--duration`` seconds or on Ctrl-C.
 """
 
 from __future__ import annotations
@@ -128,8 +128,8 @@ def worker_main(url: str, push_url: str, options: dict[str, Any]) -> None:
     engine.dispose()  # the final push at exit retires this process in the sidecar
 
 
-def _summary(metrics_url: str) -> str:
-    doc = json.loads(urllib.request.urlopen(f"{metrics_url}/api/pools", timeout=5).read())
+def _summary(api_url: str) -> str:
+    doc = json.loads(urllib.request.urlopen(api_url, timeout=5).read())
     for pool in doc["pools"]:
         if pool["app"] == APP:
             g, c = pool["gauges"], pool["counters"]
@@ -173,11 +173,11 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 1
-    base = sidecar.metrics_url
+    base, api = sidecar.metrics_url, str(sidecar.api_url)
     print(
         f"demo: sidecar metrics at {base}/metrics , pools and checkout sites at "
-        f"{base}/api/pools\ndemo: try: curl -s {base}/metrics | grep sqlalchemy_pool_"
-        f"   or: sqlalchemy-pool-exporter status --url {base}",
+        f"{api}\ndemo: try: curl -s {base}/metrics | grep sqlalchemy_pool_"
+        f"   or: sqlalchemy-pool-exporter status --url {api.removesuffix('/api/pools')}",
         flush=True,
     )
 
@@ -211,7 +211,7 @@ def run(args: argparse.Namespace) -> int:
                     "replacement; its gauges expire, its counters stay in the totals",
                     flush=True,
                 )
-            print(f"demo: {_summary(base)}", flush=True)
+            print(f"demo: {_summary(api)}", flush=True)
     except KeyboardInterrupt:
         pass
     finally:
@@ -221,7 +221,7 @@ def run(args: argparse.Namespace) -> int:
             proc.join(timeout=10)
             if proc.is_alive():
                 proc.kill()
-        print(f"demo: final {_summary(base)}", flush=True)
+        print(f"demo: final {_summary(api)}", flush=True)
         sidecar.stop()
         tmp.cleanup()
     print("demo: done", flush=True)

@@ -35,7 +35,7 @@ from typing import Any
 
 from sqlalchemy_pool_exporter.logs import RateLimitedReporter, get_logger
 from sqlalchemy_pool_exporter.sidecar.http import EVICTABLE_AFTER, Connection
-from sqlalchemy_pool_exporter.sidecar.limits import ByteBudget, LimitHits
+from sqlalchemy_pool_exporter.sidecar.limits import ByteBudget, LimitHits, ThrottledLog
 from sqlalchemy_pool_exporter.sidecar.messages import App, Render, Response, json_response
 from sqlalchemy_pool_exporter.sidecar.renders import LANES, Busy, RenderLane, Shared
 
@@ -166,6 +166,7 @@ class HttpServer:
         self._shared: dict[str, Shared] = {}
         self._unread: dict[Connection, None] = {}  # rendered responses still being sent
         self._reporter = RateLimitedReporter(log)
+        self._loop_log = ThrottledLog(log)
         self._thread = threading.Thread(target=self._run, name="pool-exporter-http", daemon=True)
         self._ready = threading.Event()
 
@@ -234,6 +235,14 @@ class HttpServer:
             await connection.drained()
             self._unread.pop(connection, None)
 
+    def _loop_error(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        # asyncio logs each error with a traceback; one a client can cause again and
+        # again must not become a log line each time.
+        message = str(context.get("message", "event loop error"))
+        exc = context.get("exception")
+        error = f"{type(exc).__name__}: {exc}" if exc is not None else ""
+        self._loop_log(message, "error", "event loop error", message=message, error=error)
+
     # -- lifecycle -------------------------------------------------------------------
 
     def start(self) -> None:
@@ -243,6 +252,7 @@ class HttpServer:
 
     def _run(self) -> None:
         asyncio.set_event_loop(self.loop)
+        self.loop.set_exception_handler(self._loop_error)
         for listener in self.listeners:
             listener.start()
         self.loop.call_soon(self._ready.set)
