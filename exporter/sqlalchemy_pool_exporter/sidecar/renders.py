@@ -6,13 +6,13 @@ CPU from the event loop that applies pushes. Each kind of render has its own
 more answered 503 at once — so a burst of ``/api/pools`` requests never delays a
 scrape, nor a burst of scrapes the API, and neither has more than one thread.
 
-``/api/pools`` is a view for people and tools, where a second-old answer is as good as
-a new one, and at a thousand processes one rendering costs most of a second of CPU. So
-its renderings are shared (:class:`Shared`): requests that arrive while one is being
-made get that one, and it is served again for at least a second — longer if it took
-long to make (twice its cost), so however many requests come, rendering the API takes
-at most a third of a core. ``/metrics`` is never shared: a scrape sees every push
-accepted before it.
+``/api/pools`` at a thousand processes costs most of a second of CPU per rendering, and
+eight clients asking at once made eight. So its renderings are shared
+(:class:`Shared`): requests that arrive while one is being made get that one, and it
+is served again for twice what it cost to make — a few milliseconds for a small
+sidecar, about a second at that scale — so however many requests come, rendering the
+API takes at most a third of a core, and an answer is never older than that.
+``/metrics`` is never shared: a scrape sees every push accepted before it.
 """
 
 from __future__ import annotations
@@ -83,6 +83,6 @@ class Shared:
         return not self.future.done() or now < self.fresh_until
 
     def done(self, result: Any, began: float, now: float) -> None:
-        """Publish ``result``; it stays fresh for max(1 s, twice what it cost)."""
+        """Publish ``result``; it stays fresh for twice what it cost to make."""
         self.future.set_result(result)
-        self.fresh_until = now + max(1.0, 2 * (now - began))
+        self.fresh_until = now + 2 * (now - began)
