@@ -19,8 +19,9 @@ Every connection is bounded in time and memory, whatever its client does:
 * **Bounded buffering**: a head is at most :data:`MAX_HEAD` bytes; a body is read only
   after its ``Content-Length`` is reserved in the listeners' shared :class:`ByteBudget`
   (``max_buffered_bytes``). When the budget is short, requests that have been in progress
-  for :data:`EVICTABLE_AFTER` or longer — on loopback an honest push takes milliseconds —
-  are closed, oldest first, to make room; if that is not enough the new request gets 503.
+  for :data:`EVICTABLE_AFTER`, or whose bytes stopped coming :data:`STALLED_AFTER` ago —
+  on loopback an honest push takes milliseconds — are closed, oldest first, to make
+  room; if that is not enough the new request gets 503.
   Reading pauses while a response is being produced, so pipelined bytes cannot pile up.
 """
 
@@ -30,7 +31,6 @@ import asyncio
 import socket
 import time
 from typing import Any, Protocol
-from urllib.parse import parse_qsl
 
 from sqlalchemy_pool_exporter.sidecar.limits import ByteBudget
 from sqlalchemy_pool_exporter.sidecar.messages import (
@@ -40,12 +40,16 @@ from sqlalchemy_pool_exporter.sidecar.messages import (
     Request,
     Response,
     json_response,
+    parse_head,
 )
 
 MAX_HEAD = 16 * 1024
 #: A request in progress this long (s), or a connection idle this long, may be closed
 #: to make room for new ones when a limit is reached.
 EVICTABLE_AFTER = 0.25
+#: So may a request whose bytes stopped coming this long ago (s): on loopback an honest
+#: body arrives in one go.
+STALLED_AFTER = 0.05
 
 
 class Context(Protocol):
@@ -86,6 +90,7 @@ class Connection(asyncio.Protocol):
         self.request: Request | None = None  # head parsed, body still arriving
         self.length = 0
         self.started: float | None = None  # first byte of the request in progress
+        self.last_byte = 0.0
         self.idle_since = time.monotonic()
         self.served = 0
         self.busy = False  # a response is being produced or written
@@ -123,6 +128,7 @@ class Connection(asyncio.Protocol):
         self.writable = None
 
     def data_received(self, data: bytes) -> None:
+        self.last_byte = time.monotonic()
         if self.started is None and not self.busy:
             self.started = time.monotonic()
             self._arm(self.ctx.request_timeout)
@@ -142,9 +148,11 @@ class Connection(asyncio.Protocol):
         return self.transport is not None and not self.transport.is_closing()
 
     def overdue(self, now: float, after: float = EVICTABLE_AFTER) -> bool:
-        """May be closed to make room: idle, or its request slow, for ``after`` seconds."""
+        """May be closed to make room: idle or in a request for ``after`` s, or stalled."""
         if self.busy:
             return False
+        if self.started is not None and now - self.last_byte >= STALLED_AFTER:
+            return True
         since = self.started if self.started is not None else self.idle_since
         return now - since >= after
 
@@ -211,24 +219,13 @@ class Connection(asyncio.Protocol):
             if len(self.buffer) > MAX_HEAD:
                 self.drop(431, "request head too large", None)
             return False
-        head = bytes(self.buffer[:end]).decode("latin-1")
+        request = parse_head(bytes(self.buffer[:end]))
         del self.buffer[: end + 4]
-        line, *header_lines = head.split("\r\n")
-        parts = line.split()
-        if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
+        if request is None:
             self.drop(400, "malformed request line", None)
             return False
-        method, target, version = parts
-        headers = {}
-        for header in header_lines:
-            name, _, value = header.partition(":")
-            headers[name.strip().lower()] = value.strip()
-        connection = headers.get("connection", "").lower()
-        self.keep_alive = (version == "HTTP/1.1" and connection != "close") or (
-            connection == "keep-alive"
-        )
-        path, _, query = target.partition("?")
-        request = Request(method, path, dict(parse_qsl(query)), headers)
+        self.keep_alive = request.keep_alive
+        headers = request.headers
         declared = headers.get("content-length", "0")
         length = int(declared) if declared.isdigit() else 0
         answer = self.host.app.head(request, length)
@@ -245,7 +242,7 @@ class Connection(asyncio.Protocol):
             return False
         self.request, self.length = request, length
         if headers.get("expect", "").lower() == "100-continue" and self.transport is not None:
-            self.transport.write(f"{version} 100 Continue\r\n\r\n".encode())
+            self.transport.write(f"{request.version} 100 Continue\r\n\r\n".encode())
         return True
 
     def _dispatch(self, answer: Response | Render) -> None:

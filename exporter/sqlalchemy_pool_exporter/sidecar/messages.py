@@ -1,8 +1,9 @@
 """What the sidecar's HTTP server passes around: requests, responses, and the app it serves.
 
-A listener's :class:`App` answers a :class:`Request` from its head alone
-(:meth:`App.head`) or after its body (:meth:`App.handle`) with a :class:`Response`, or
-with a :class:`Render` — work too heavy for the event loop, run by the render worker.
+:func:`parse_head` reads a request's head. A listener's :class:`App` answers a
+:class:`Request` from its head alone (:meth:`App.head`) or after its body
+(:meth:`App.handle`) with a :class:`Response`, or with a :class:`Render` — work too
+heavy for the event loop, run by a render worker.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
+from urllib.parse import parse_qsl
 
 REASONS = {
     100: "Continue",
@@ -37,8 +39,27 @@ class Request:
     method: str
     path: str
     query: dict[str, str]
-    headers: dict[str, str]
+    headers: dict[str, str]  # names in lower case
     body: bytes = b""
+    version: str = "HTTP/1.1"
+    keep_alive: bool = True  # what the request asks of the connection after it
+
+
+def parse_head(head: bytes) -> Request | None:
+    """The request in ``head`` (up to its blank line), or None if it is not HTTP/1.x."""
+    line, *header_lines = head.decode("latin-1").split("\r\n")
+    parts = line.split()
+    if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
+        return None
+    method, target, version = parts
+    headers = {}
+    for header in header_lines:
+        name, _, value = header.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    connection = headers.get("connection", "").lower()
+    keep_alive = (version == "HTTP/1.1" and connection != "close") or connection == "keep-alive"
+    path, _, query = target.partition("?")
+    return Request(method, path, dict(parse_qsl(query)), headers, b"", version, keep_alive)
 
 
 @dataclass
