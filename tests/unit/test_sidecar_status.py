@@ -131,6 +131,9 @@ def test_unreachable_sidecar_is_one_line_and_exit_1(capsys: pytest.CaptureFixtur
     )
 
 
+CLEAR = "\x1b[H\x1b[2J"
+
+
 def test_watch_redraws_until_interrupted(sc: Sidecar) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("POOL_EXPORTER_")}
     proc = subprocess.Popen(
@@ -149,10 +152,16 @@ def test_watch_redraws_until_interrupted(sc: Sidecar) -> None:
         cwd=ROOT,
         env=env,
     )
-    time.sleep(1.5)
+    # Interrupt once three frames are drawn (a loaded machine starts Python slowly).
+    assert proc.stdout is not None
+    out = ""
+    deadline = time.monotonic() + 30
+    while out.count(CLEAR) < 4 and time.monotonic() < deadline:
+        out += proc.stdout.read(1)
     proc.send_signal(signal.SIGINT)
-    out, _ = proc.communicate(timeout=10)
+    rest, _ = proc.communicate(timeout=10)
+    out += rest
     assert proc.returncode == 0
-    frames = out.split("\x1b[H\x1b[2J")[1:]
+    frames = out.split(CLEAR)[1:]
     assert len(frames) >= 3
     assert all("web-1/12" in frame for frame in frames)
