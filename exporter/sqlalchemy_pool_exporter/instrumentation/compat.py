@@ -7,6 +7,12 @@ against the installed SQLAlchemy, and ``tests/unit/test_compat.py`` fails with t
 name and what it is for when a release renames or removes one (so the fix is a change
 here, not a hunt). Supported: SQLAlchemy 2.0 and 2.1.
 
+After ``fork()`` the child watches the connection records it inherited (see
+:mod:`~sqlalchemy_pool_exporter.instrumentation.forks`): it finds the idle ones inside the
+pool (:func:`pooled_records`) and puts a one-shot ``get_connection`` on each record —
+what ``_ConnectionRecord.checkout`` calls on the record at every checkout — with
+:func:`watch_checkout`; :data:`FORK_RECORD_ATTRIBUTES` are checked like the others.
+
 The hot path reads three attributes directly (an accessor call would cost more than
 the rest of the bookkeeping): ``_ConnectionFairy._connection_record``,
 ``_ConnectionFairy._counter`` and ``_ConnectionRecord.fairy_ref``; they are listed in
@@ -15,9 +21,17 @@ the rest of the bookkeeping): ``_ConnectionFairy._connection_record``,
 
 from __future__ import annotations
 
+from collections import deque
+from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy.pool import Pool, QueuePool, SingletonThreadPool, StaticPool
+from sqlalchemy.pool import (
+    AsyncAdaptedQueuePool,
+    Pool,
+    QueuePool,
+    SingletonThreadPool,
+    StaticPool,
+)
 from sqlalchemy.pool.base import _ConnectionFairy, _ConnectionRecord
 
 #: Pool methods wrapped per pool object: (name, what the wrapper learns there).
@@ -36,6 +50,12 @@ FAIRY_ATTRIBUTES = (
 )
 #: Attributes of a connection record read on the hot path.
 RECORD_ATTRIBUTES = (("fairy_ref", "a proxy the garbage collector reclaimed"),)
+#: Attributes of a connection record used to watch it after fork (never on the hot path).
+FORK_RECORD_ATTRIBUTES = (
+    ("starttime", "when the record opened its connection: inherited or reopened"),
+    ("__dict__", "an instance attribute shadowing get_connection on one record"),
+)
+GET_CONNECTION = "get_connection"
 
 
 def max_overflow(pool: QueuePool) -> int:
@@ -63,6 +83,42 @@ def singleton_connections(pool: SingletonThreadPool) -> int:
     return len(pool._all_conns)
 
 
+def pooled_records(pool: Pool) -> list[Any]:
+    """The connection records a pool keeps (idle ones; all of them for SingletonThreadPool)."""
+    if isinstance(pool, QueuePool):
+        queue: Any = pool._pool
+        if isinstance(pool, AsyncAdaptedQueuePool):
+            # An asyncio.Queue created on first use (none: nothing was ever pooled).
+            inner = vars(queue).get("_queue")
+            return [] if inner is None else list(inner._queue)
+        return list(queue.queue)
+    if isinstance(pool, SingletonThreadPool):
+        return list(pool._all_conns)
+    if isinstance(pool, StaticPool) and static_connection_open(pool):
+        return [pool.__dict__["connection"]]
+    return []
+
+
+def connection_opened_at(record: Any) -> float:
+    """When ``record`` opened its current DBAPI connection (renewed by every reconnect)."""
+    return float(record.starttime)
+
+
+def watch_checkout(record: Any, hook: Callable[[], Any]) -> None:
+    """Make ``hook()`` hand out ``record``'s connection at its next checkout, in its place."""
+    vars(record)[GET_CONNECTION] = hook
+
+
+def unwatch_checkout(record: Any) -> None:
+    """Let ``record``'s checkouts run SQLAlchemy's own ``get_connection`` again."""
+    vars(record).pop(GET_CONNECTION, None)
+
+
+def record_connection(record: Any) -> Any:
+    """SQLAlchemy's ``get_connection`` of ``record``: its connection, reopened if stale."""
+    return _ConnectionRecord.get_connection(record)
+
+
 def _no_connection() -> Any:
     raise RuntimeError("compat checks never connect")
 
@@ -76,10 +132,12 @@ def problems() -> list[str]:
         if value is None or (callable_ and not callable(value)):
             found.append(f"{owner.__name__}.{name} is gone ({what})")
 
-    for name, what in WRAPPED_METHODS:
-        need(Pool, name, what, callable_=True)
-    need(_ConnectionFairy, "_checkout", "what Pool.connect forwards to", callable_=True)
     probe = QueuePool(_no_connection, pool_size=1, max_overflow=2, recycle=5, pre_ping=True)
+    for name, what in WRAPPED_METHODS:
+        # On a pool object: Pool.__init__ sets _invoke_creator on the instance.
+        if not callable(getattr(probe, name, None)):
+            found.append(f"Pool.{name} is gone ({what})")
+    need(_ConnectionFairy, "_checkout", "what Pool.connect forwards to", callable_=True)
     for name in ("_max_overflow", "_recycle", "_pre_ping"):
         if name not in vars(probe):
             found.append(f"QueuePool.{name} is gone (pool configuration)")
@@ -93,4 +151,27 @@ def problems() -> list[str]:
     for name, what in RECORD_ATTRIBUTES:
         if name not in rec_slots and not hasattr(_ConnectionRecord, name):
             found.append(f"_ConnectionRecord.{name} is gone ({what})")
+    found.extend(_fork_problems())
+    return found
+
+
+def _fork_problems() -> list[str]:
+    found: list[str] = []
+    checkout_code = vars(_ConnectionRecord)["checkout"].__func__.__code__
+    if GET_CONNECTION not in checkout_code.co_names:
+        found.append(
+            "_ConnectionRecord.checkout no longer calls record.get_connection"
+            " (counting inherited connections after fork)"
+        )
+    if not callable(getattr(_ConnectionRecord, GET_CONNECTION, None)):
+        found.append("_ConnectionRecord.get_connection is gone (a record's connection)")
+    slots = {n for cls in _ConnectionRecord.__mro__ for n in getattr(cls, "__slots__", ())}
+    for name, what in FORK_RECORD_ATTRIBUTES:
+        if name not in slots:
+            found.append(f"_ConnectionRecord.{name} is gone ({what})")
+    if not isinstance(getattr(vars(QueuePool(_no_connection)).get("_pool"), "queue", None), deque):
+        found.append("QueuePool._pool.queue is gone (idle records after fork)")
+    async_queue = vars(AsyncAdaptedQueuePool(_no_connection)).get("_pool")
+    if "_queue" not in dir(type(async_queue)):
+        found.append("AsyncAdaptedQueuePool._pool._queue is gone (idle records after fork)")
     return found

@@ -11,7 +11,9 @@ Started lazily by the first ``instrument()``:
 ``fork()`` (gunicorn ``preload_app``, multiprocessing): before forking, every stats lock
 is taken so no thread is mid-update; in the child the locks are released, every counter
 starts from zero (the parent's checkouts are the parent's), the process gets a new
-identity, and the threads — which do not survive a fork — are started again.
+identity, and the threads — which do not survive a fork — are started again. The child
+also watches the pooled connections it inherited, and the parent marks its pools as
+those of a forking parent (see :mod:`~sqlalchemy_pool_exporter.instrumentation.forks`).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import os
 import threading
 from typing import Any
 
-from sqlalchemy_pool_exporter.instrumentation import registry
+from sqlalchemy_pool_exporter.instrumentation import forks, registry
 from sqlalchemy_pool_exporter.instrumentation.embedded import PoolCollector
 from sqlalchemy_pool_exporter.instrumentation.push import Pusher
 from sqlalchemy_pool_exporter.instrumentation.settings import AppSettings
@@ -120,6 +122,7 @@ def _release_fork_locks() -> None:
 
 
 def _after_fork_parent() -> None:
+    forks.after_fork_parent()
     _release_fork_locks()
     _lock.release()
 
@@ -128,6 +131,7 @@ def _after_fork_child() -> None:
     global _identity, _monitor, _pusher
 
     _release_fork_locks()
+    forks.after_fork_child()  # reads what the parent held: before the reset
     for inst in registry.instrumentations():
         inst.stats.reset()
     _identity = ProcessIdentity(app=_identity.app) if _identity is not None else None

@@ -14,7 +14,9 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+from sqlalchemy_pool_exporter.instrumentation import forks
 from sqlalchemy_pool_exporter.instrumentation.poolstate import read_config
+from sqlalchemy_pool_exporter.protocol.catalog import LIMIT_GAUGES
 from sqlalchemy_pool_exporter.protocol.wire import SCHEMA_VERSION
 
 
@@ -62,6 +64,11 @@ def pool_snapshot(instrumentation: Any, *, top: int = 10) -> dict[str, Any] | No
         "oldest_checkout_seconds": reading.oldest_checkout_seconds,
         "leaked_connections": reading.leaked,
     }
+    if forks.lends_no_capacity(instrumentation, reading.checked_out, reading.counters["checkouts"]):
+        # A parent that only forks hands its pool down: its limits are nobody's capacity.
+        for name in LIMIT_GAUGES:
+            if gauges[name] is not None:
+                gauges[name] = 0
     return {
         "info": instrumentation.info(),
         "gauges": gauges,

@@ -111,6 +111,7 @@ class PoolStats:
     invalidations_soft: int
     leaks: int
     gc_reclaimed: int
+    fork_inherited_connections: int
 
     def __init__(
         self,

@@ -226,6 +226,14 @@ CATALOG: tuple[Metric, ...] = (
         "connections",
         fields=_one("gc_reclaimed"),
     ),
+    Metric(
+        "sqlalchemy_pool_fork_inherited_connections",
+        "counter",
+        "Pooled connections a forked child inherited open from its parent (SQLAlchemy's fork"
+        " hazard: the fix is engine.dispose(close=False) in the child).",
+        "connections",
+        fields=_one("fork_inherited_connections"),
+    ),
     # -- pool histograms ----------------------------------------------------------------
     Metric(
         "sqlalchemy_pool_wait_seconds",
