@@ -3,7 +3,7 @@
 Outputs, relative to the output root (the repository by default):
 
 * ``prometheus/recording.yaml`` — per-pool aggregates the alerts (and dashboards) read;
-* ``prometheus/alerts.yaml`` — every alert of SPEC §5;
+* ``prometheus/alerts.yaml`` — every alert (each has a runbook entry in ``docs/runbook.md``);
 * ``deploy/kubernetes/prometheusrule.yaml`` — both groups as a Prometheus Operator
   ``PrometheusRule``.
 
