@@ -50,7 +50,7 @@ HEADER = (
 )
 RECORDING_GROUP = "sqlalchemy-pool.rules"
 ALERT_GROUP = "sqlalchemy-pool.alerts"
-#: labels of sqlalchemy_pool_info besides the series' own (see exporter/families.py)
+#: labels of sqlalchemy_pool_info besides the series' own (INFO_LABELS of the package's protocol/catalog.py)
 INFO_LABELS = (
     "pool_class", "dialect", "driver", "database", "host",
     "timeout_seconds", "recycle_seconds", "pre_ping",

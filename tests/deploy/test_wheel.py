@@ -36,9 +36,9 @@ def test_wheel_carries_exactly_the_repository_assets(image_venv: ImageVenv) -> N
     }
     with zipfile.ZipFile(image_venv.wheel) as wheel:
         packaged = {
-            name.removeprefix("exporter/_assets/"): wheel.read(name)
+            name.removeprefix("sqlalchemy_pool_exporter/_assets/"): wheel.read(name)
             for name in wheel.namelist()
-            if name.startswith("exporter/_assets/")
+            if name.startswith("sqlalchemy_pool_exporter/_assets/")
         }
     assert sorted(packaged) == sorted(str(p) for p in expected)
     for relative in expected:
@@ -63,7 +63,10 @@ def test_installed_package_reads_its_packaged_assets(image_venv: ImageVenv, tmp_
     module, root = result.stdout.split()
     site = image_venv.venv / "lib"
     assert Path(module).is_relative_to(site)  # the wheel, not this checkout
-    assert Path(root).is_relative_to(site) and Path(root).parts[-2:] == ("exporter", "_assets")
+    assert Path(root).is_relative_to(site) and Path(root).parts[-2:] == (
+        "sqlalchemy_pool_exporter",
+        "_assets",
+    )
 
 
 def test_assets_command_writes_files_identical_to_the_repository(

@@ -7,8 +7,8 @@ Use from any integration test (also end-to-end tests with a real Prometheus):
   inspectable directly.
 * ``sidecar_factory(**settings)`` — more in-process sidecars with setting overrides
   (e.g. ``token="s3cret"``, ``per_process=True``, ``expiry_factor=2``).
-* ``sidecar_process`` — ONE real ``python -m exporter serve`` subprocess for the whole
-  session (port 0; addresses read from its ``listening`` log line). Share it where a
+* ``sidecar_process`` — ONE real ``python -m sqlalchemy_pool_exporter serve`` subprocess for
+  the whole session (port 0; addresses read from its ``listening`` log line). Share it where a
   test only adds pushes and reads; use a fresh app name per test to stay independent.
 * ``sidecar_process_factory(*flags, env=...)`` — fresh subprocesses, terminated after.
 * :func:`start_sidecar_process` / :func:`start_sidecar` — the same without pytest, for
@@ -129,7 +129,10 @@ def start_sidecar(**settings: Any) -> RunningSidecar:
 def start_sidecar_process(
     *flags: str, env: dict[str, str] | None = None, timeout: float = 20.0
 ) -> RunningSidecar:
-    """A ``python -m exporter serve`` subprocess on port 0; waits for its ``listening`` line."""
+    """A ``python -m sqlalchemy_pool_exporter serve`` subprocess on port 0.
+
+    Waits for its ``listening`` line, which gives the bound addresses.
+    """
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("POOL_EXPORTER_")}
     full_env.update(env or {})
     full_env["PYTHONPATH"] = str(ROOT) + os.pathsep + full_env.get("PYTHONPATH", "")

@@ -7,6 +7,9 @@ import subprocess
 import sys
 import time
 import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_demo_runs_sidecar_and_workers_and_stops_by_itself() -> None:
@@ -30,6 +33,7 @@ def test_demo_runs_sidecar_and_workers_and_stops_by_itself() -> None:
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        cwd=ROOT,  # checkout sites are shown relative to the working directory
     )
     assert proc.stdout is not None
     base = None
@@ -61,7 +65,7 @@ def test_demo_runs_sidecar_and_workers_and_stops_by_itself() -> None:
     assert len(seen) >= 4 and seen == sorted(seen), seen
     assert re.search(r"^demo: final processes=0 ", out, re.M)  # every worker retired at exit
     assert "connection leak suspected" in out
-    assert "site='exporter/demo.py:" in out
+    assert "site='exporter/sqlalchemy_pool_exporter/cli/demo.py:" in out
     assert out.rstrip().endswith("demo: done")
 
 
