@@ -16,7 +16,6 @@ import os
 import shutil
 import subprocess
 import sys
-import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -41,8 +40,7 @@ from sqlalchemy_pool_exporter.protocol.catalog import (
 )
 from sqlalchemy_pool_exporter.protocol.records import Limits, PushRejected
 from sqlalchemy_pool_exporter.protocol.validation import parse_push
-from sqlalchemy_pool_exporter.sidecar.server import Sidecar
-from sqlalchemy_pool_exporter.sidecar.settings import SidecarSettings
+from tests.sidecars import RunningSidecar
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGE_DIR = ROOT / "exporter" / "sqlalchemy_pool_exporter"
@@ -176,7 +174,7 @@ def expected_pool_samples(base: dict[str, str], info: dict[str, str]) -> Samples
 
 
 def test_every_pool_row_is_served_by_both_sides_with_its_labels(
-    make_engine: Callable[..., Engine], tmp_path: Path
+    make_engine: Callable[..., Engine], tmp_path: Path, sidecar: RunningSidecar
 ) -> None:
     engine = make_engine(pool_size=5, max_overflow=10)
     sqlalchemy_pool_exporter.instrument(engine, name="rows", registry=None)
@@ -203,14 +201,10 @@ def test_every_pool_row_is_served_by_both_sides_with_its_labels(
         assert set(mine) == expected_pool_samples({"pool": "rows"}, info)
         assert mine[("sqlalchemy_pool_checkouts_total", frozenset({("pool", "rows")}))] == 4
 
-        settings = SidecarSettings(listen="127.0.0.1:0", push_listen="127.0.0.1:0")
-        with Sidecar(settings) as sidecar:
-            identity = ProcessIdentity(app="catalog")
-            pusher = Pusher(sidecar.push_url, 60, 5, None, lambda: identity)
-            assert pusher.push()
-            with urllib.request.urlopen(sidecar.metrics_url + "/metrics", timeout=10) as r:
-                body = r.read().decode()
-        got = samples(body, names)
+        identity = ProcessIdentity(app="catalog")
+        pusher = Pusher(sidecar.push_url, 60, 5, None, lambda: identity)
+        assert pusher.push()
+        got = samples(sidecar.metrics_text(), names)
         mine = {key: v for key, v in got.items() if ("pool", "rows") in key[1]}
         assert set(mine) == expected_pool_samples({"app": "catalog", "pool": "rows"}, info)
         checked_out = frozenset({("app", "catalog"), ("pool", "rows"), ("state", "checked_out")})
