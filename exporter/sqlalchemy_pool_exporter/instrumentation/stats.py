@@ -32,11 +32,16 @@ import time
 import weakref
 from collections import deque
 from dataclasses import dataclass, field
+from operator import add, attrgetter
 from types import CodeType
 from typing import Any
 
 from sqlalchemy_pool_exporter.instrumentation import sites
-from sqlalchemy_pool_exporter.instrumentation.histogram import DEFAULT_BUCKETS, Histogram
+from sqlalchemy_pool_exporter.instrumentation.histogram import (
+    DEFAULT_BUCKETS,
+    Histogram,
+    cumulative,
+)
 from sqlalchemy_pool_exporter.logs import get_logger
 from sqlalchemy_pool_exporter.protocol.catalog import COUNTER_FIELDS
 
@@ -51,6 +56,8 @@ HeldEntry = tuple[float, "CodeType | None", int, int, "weakref.ref[Any]"]
 HISTOGRAM_COUNTERS = ("checkouts", "checkout_timeouts")
 #: Every other counter of the catalog is a plain attribute, incremented where it happens.
 PLAIN_COUNTERS = tuple(n for n in COUNTER_FIELDS if n not in HISTOGRAM_COUNTERS)
+#: Reads every plain counter of a PoolStats in one C call.
+_plain_counters = attrgetter(*PLAIN_COUNTERS)
 
 
 @dataclass
@@ -222,42 +229,52 @@ class PoolStats:
             )
 
     def read(self, *, top: int = 10) -> StatsReading:
-        """A consistent copy of every counter, gauge and histogram, plus the top held."""
+        """A consistent copy of every counter, gauge and histogram, plus the ``top`` held."""
         self.scan_leaks()
         peak = self.rotate_peak()
         now = time.perf_counter()
         with self.lock:
-            counters = {n: getattr(self, n) for n in COUNTER_FIELDS}
-            held = list(self.held.items())  # one C call: a consistent copy
-            leaked = self.leaked
-            entries = sorted(
-                ((now - e[0], e, leaked.get(rec) is e) for rec, e in held),
-                key=lambda item: -item[0],
-            )
-            finished = counters["checkouts"] + counters["checkout_timeouts"] + self.waits_failed
+            held = list(self.held.items())  # one C call each: consistent copies
+            got = list(self.wait.counts)
+            timed_out = list(self.wait_timed_out.counts)
+            # A wait's observation count is a checkout (or a timeout): the counters come
+            # from the very copies the wait histogram is made of, so the two always agree.
+            checkouts, timeouts = sum(got), sum(timed_out)
+            counters = dict(zip(PLAIN_COUNTERS, _plain_counters(self), strict=True))
+            counters.update(checkouts=checkouts, checkout_timeouts=timeouts)
+            finished = checkouts + timeouts + self.waits_failed
             started = _count_value(self.waits_started) - self._started_base
+            leaked = self.leaked
+            flagged = [leaked.get(rec) is e for rec, e in held] if leaked else [False] * len(held)
+            waits = map(add, got, timed_out)  # the wait histogram: both kinds of wait
+            wait_sum = self.wait.sum + self.wait_timed_out.sum
             reading = StatsReading(
                 counters=counters,
                 pending=max(0, started - finished),
                 checked_out=len(held),
                 peak_checked_out=peak,
-                leaked=sum(1 for _, _, is_leaked in entries if is_leaked),
-                oldest_checkout_seconds=entries[0][0] if entries else 0.0,
+                leaked=sum(flagged),
+                oldest_checkout_seconds=now - min(e[0] for _, e in held) if held else 0.0,
                 histograms={
-                    "wait_seconds": self.wait.data(self.wait_timed_out),
+                    "wait_seconds": cumulative(self.wait.bounds, waits, wait_sum),
                     "use_seconds": self.use.data(),
                     "connect_seconds": self.connect.data(),
                 },
             )
-        reading.held = [
-            HeldConnection(
-                age_seconds=age,
-                site=_site(entry),
-                thread=sites.thread_name(entry[3]),
-                leaked=leaked,
+        if top > 0:  # the longest held first; scrapes ask for none
+            entries = sorted(
+                ((now - e[0], e, f) for (_, e), f in zip(held, flagged, strict=True)),
+                key=lambda item: -item[0],
             )
-            for age, entry, leaked in entries[:top]
-        ]
+            reading.held = [
+                HeldConnection(
+                    age_seconds=age,
+                    site=_site(entry),
+                    thread=sites.thread_name(entry[3]),
+                    leaked=is_leaked,
+                )
+                for age, entry, is_leaked in entries[:top]
+            ]
         return reading
 
     # -- cold paths of the hot-path wrappers -------------------------------------

@@ -39,11 +39,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg2
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
 
+from sqlalchemy_pool_exporter.exposition import family
 from sqlalchemy_pool_exporter.logs import get_logger
 from sqlalchemy_pool_exporter.probes.url import probe_target
+from sqlalchemy_pool_exporter.protocol.catalog import metric
 
 log = get_logger(__name__)
 
@@ -237,36 +239,20 @@ class DatabaseProbe(Collector):
 
     def collect(self) -> Iterator[Metric]:
         """The ``sqlalchemy_pool_db_*`` families from the last probe (no database access)."""
-        labels = ["database"]
+        labels = ("database",)
         db = [self.database]
         result = self._result  # one read: a probe finishing meanwhile cannot mix results
-        up = GaugeMetricFamily(
-            "sqlalchemy_pool_db_up", "1 if the last database probe succeeded.", labels=labels
-        )
+        up = family(metric("sqlalchemy_pool_db_up"), labels)
         up.add_metric(db, 1.0 if result is not None else 0.0)
         yield up
         if result is None:
             return
-        limit = GaugeMetricFamily(
-            "sqlalchemy_pool_db_max_connections", "Server max_connections.", labels=labels
-        )
+        limit = family(metric("sqlalchemy_pool_db_max_connections"), labels)
         limit.add_metric(db, result.max_connections)
-        reserved = GaugeMetricFamily(
-            "sqlalchemy_pool_db_reserved_connections",
-            "Connection slots reserved for superusers (and reserved_connections roles).",
-            labels=labels,
-        )
+        reserved = family(metric("sqlalchemy_pool_db_reserved_connections"), labels)
         reserved.add_metric(db, result.reserved_connections)
-        conns = GaugeMetricFamily(
-            "sqlalchemy_pool_db_connections",
-            "Client backends by pg_stat_activity.state.",
-            labels=[*labels, "state"],
-        )
-        oldest = GaugeMetricFamily(
-            "sqlalchemy_pool_db_oldest_transaction_seconds",
-            "Age of the oldest open transaction, by backend state.",
-            labels=[*labels, "state"],
-        )
+        conns = family(metric("sqlalchemy_pool_db_connections"), labels)
+        oldest = family(metric("sqlalchemy_pool_db_oldest_transaction_seconds"), labels)
         for state in sorted(set(STANDARD_STATES) | set(result.connections)):
             conns.add_metric([*db, state], result.connections.get(state, 0))
             oldest.add_metric([*db, state], result.oldest_transaction_seconds.get(state, 0.0))
