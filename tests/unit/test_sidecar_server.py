@@ -105,11 +105,13 @@ def test_per_process_series() -> None:
             for (n, k), v in got.items()
             if n == "sqlalchemy_pool_checkouts_total"
         }
-        assert checkouts == {"web-1/1": 3, "retired": 6}
-        connections = {
-            dict(k)["process"] for (n, k), v in got.items() if n == "sqlalchemy_pool_connections"
-        }
-        assert connections == {"web-1/1"}
+        assert checkouts == {"web-1/1": 3, "web-1/2": 6}  # the retired one stays, frozen
+        for gauge in (
+            "sqlalchemy_pool_connections",
+            "sqlalchemy_pool_size",
+            "sqlalchemy_pool_info",
+        ):
+            assert {dict(k)["process"] for (n, k), v in got.items() if n == gauge} == {"web-1/1"}
     finally:
         sc.stop()
 

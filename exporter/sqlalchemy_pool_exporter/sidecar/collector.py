@@ -19,7 +19,7 @@ from sqlalchemy_pool_exporter.exposition import family, pool_families
 from sqlalchemy_pool_exporter.protocol.catalog import metric
 from sqlalchemy_pool_exporter.protocol.records import REASONS
 from sqlalchemy_pool_exporter.sidecar.aggregator import Aggregator
-from sqlalchemy_pool_exporter.sidecar.views import RETIRED, aggregated_items, per_process_items
+from sqlalchemy_pool_exporter.sidecar.views import aggregated_items, per_process_items
 
 RESULTS = ("accepted", "rejected")
 
@@ -48,7 +48,11 @@ class SidecarCollector(Collector):
     """Pool families aggregated across processes, and the exporter's own counters."""
 
     def __init__(
-        self, aggregator: Aggregator, counters: PushCounters, *, per_process: bool = False
+        self,
+        aggregator: Aggregator,
+        counters: PushCounters,
+        *,
+        per_process: bool = False,
     ) -> None:
         self.aggregator = aggregator
         self.counters = counters
@@ -58,16 +62,10 @@ class SidecarCollector(Collector):
         """Build every family from the aggregator's current state."""
         agg = self.aggregator
         agg.expire()
-        if self.per_process:
-            items, counts = per_process_items(agg)
-            families = pool_families(("app", "pool", "process"), items)
-            # The retired pseudo-process has totals but no state now: drop its gauges.
-            families[0].samples = [
-                s for s in families[0].samples if s.labels.get("process") != RETIRED
-            ]
-        else:
-            items, counts = aggregated_items(agg)
-            families = pool_families(("app", "pool"), items)
+        view = per_process_items if self.per_process else aggregated_items
+        items, counts = view(agg)
+        names = ("app", "pool", "process") if self.per_process else ("app", "pool")
+        families = pool_families(names, items)
         yield from families
         processes = family(metric("sqlalchemy_pool_processes"), ("app", "pool"))
         for app, pool, n in counts:

@@ -73,6 +73,7 @@ class Sidecar:
         self.aggregator = Aggregator(
             max_processes=s.max_processes,
             expiry_factor=s.expiry_factor,
+            retention=s.retired_retention if s.per_process else None,
             clock=clock,
             on_expire=self._expired,
         )

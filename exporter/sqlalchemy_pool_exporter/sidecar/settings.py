@@ -43,6 +43,12 @@ class SidecarSettings(BaseSettings):
         le=100.0,
         description="A process expires after this many silent intervals.",
     )
+    retired_retention: float = Field(
+        default=900.0,
+        ge=0,
+        le=86_400,
+        description="Seconds a retired process keeps its frozen per-process series.",
+    )
     database_url: SecretStr | None = Field(
         default=None, description="PostgreSQL URL for the probe."
     )
