@@ -15,6 +15,7 @@ import socket
 import urllib.error
 import urllib.request
 from operator import ge
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy_pool_exporter.protocol.catalog import SUM_GAUGES
@@ -197,13 +198,14 @@ def test_ten_thousand_mutated_pushes_in_process() -> None:
     assert seen[200] > 2000 and seen[400] > 2000 and seen.get(409, 0) > 0
 
 
-def test_mutated_pushes_and_garbage_over_http() -> None:
+def test_mutated_pushes_and_garbage_over_http_then_a_restart(tmp_path: Path) -> None:
     rng = random.Random(7)
     settings = SidecarSettings(
         listen="127.0.0.1:0",
         push_listen="127.0.0.1:0",
         max_body_bytes=8192,
         per_process=True,
+        state_dir=str(tmp_path),
     )
     sc = Sidecar(settings).start()
     try:
@@ -236,3 +238,14 @@ def test_mutated_pushes_and_garbage_over_http() -> None:
             assert b"sqlalchemy_pool_checkouts_total" in response.read()
     finally:
         sc.stop()
+    # whatever the fuzzing left behind survives a restart: every series, nothing lower
+    again = Sidecar(settings).start()
+    try:
+        check_monotone(again, before)
+        check_consistent(again)
+        with again.aggregator.lock:
+            groups = again.aggregator.groups.values()
+            now = {(g.app, g.pool, label) for g in groups for label in ["", *(g.series or {})]}
+        assert now == set(before)
+    finally:
+        again.stop()

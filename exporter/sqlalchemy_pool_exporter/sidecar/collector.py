@@ -4,7 +4,10 @@ Pool families come from :func:`~sqlalchemy_pool_exporter.exposition.pool_familie
 (every name and help text from the metric catalog) with labels ``app, pool`` — or
 ``app, pool, process`` with per-process output — followed by ``sqlalchemy_pool_processes`` and the
 ``pool_exporter_*`` self-metrics. Every scrape first expires silent processes, so
-``/metrics`` never shows a process that has been gone longer than its expiry time.
+``/metrics`` never shows a process that has been gone longer than its expiry time. With
+a state directory, what a scrape is about to show is saved first
+(:meth:`~sqlalchemy_pool_exporter.sidecar.keeper.StateKeeper.persist`), so no value
+Prometheus ever scraped can be lost by a restart of the sidecar.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from sqlalchemy_pool_exporter.exposition import family, pool_families
 from sqlalchemy_pool_exporter.protocol.catalog import metric
 from sqlalchemy_pool_exporter.protocol.records import REASONS
 from sqlalchemy_pool_exporter.sidecar.aggregator import Aggregator
+from sqlalchemy_pool_exporter.sidecar.keeper import StateKeeper
 from sqlalchemy_pool_exporter.sidecar.views import aggregated_items, per_process_items
 
 RESULTS = ("accepted", "rejected")
@@ -53,17 +57,22 @@ class SidecarCollector(Collector):
         counters: PushCounters,
         *,
         per_process: bool = False,
+        keeper: StateKeeper | None = None,
     ) -> None:
         self.aggregator = aggregator
         self.counters = counters
         self.per_process = per_process
+        self.keeper = keeper
 
     def collect(self) -> Iterator[Metric]:
         """Build every family from the aggregator's current state."""
         agg = self.aggregator
         agg.expire()
         view = per_process_items if self.per_process else aggregated_items
-        items, counts = view(agg)
+        if self.keeper is not None:
+            items, counts = self.keeper.persist(lambda: view(agg))
+        else:
+            items, counts = view(agg)
         names = ("app", "pool", "process") if self.per_process else ("app", "pool")
         families = pool_families(names, items)
         yield from families
