@@ -98,13 +98,14 @@ def test_a_clean_stop_saves_everything(tmp_path: Path) -> None:
 
 def test_background_saves_what_no_scrape_showed(tmp_path: Path) -> None:
     sc = Sidecar(SidecarSettings(state_dir=str(tmp_path)))
-    assert sc.keeper is not None
-    sc.keeper = StateKeeper(tmp_path, sc.aggregator, every=0.05)
-    sc.keeper.open()
-    sc.keeper.start()
+    sc.keeper = keeper = StateKeeper(tmp_path, sc.aggregator, every=0.05)
+    keeper.open()
     push(sc, "a", final=True, pools={"db": pool(checkouts=4)})
+    assert not (tmp_path / FILE).exists()  # no scrape, no save yet
+    keeper.start()
     deadline = time.monotonic() + 10
-    while sc.keeper.saves < 2 and time.monotonic() < deadline:  # the empty start, then it
+    while keeper.saves == 0:
+        assert time.monotonic() < deadline, "no background save"
         time.sleep(0.02)
     crash(sc)
     again = sidecar(tmp_path)
@@ -269,3 +270,16 @@ def test_a_state_over_the_cap_is_not_saved_and_says_so(
     assert message.startswith("state not saved error='state of ")
     assert "bytes is over the 600 byte cap'" in message
     crash(sc)
+
+
+def test_a_sidecar_started_again_in_process_keeps_what_it_holds(tmp_path: Path) -> None:
+    settings = SidecarSettings(
+        listen="127.0.0.1:0", push_listen="127.0.0.1:0", state_dir=str(tmp_path)
+    )
+    sc = Sidecar(settings).start()
+    push(sc, "a", pools={"db": pool(checkouts=5)})
+    sc.stop()
+    sc.start()
+    push(sc, "a", seq=2, pools={"db": pool(checkouts=6)})
+    assert shown(sc) == (6, 6, 1)
+    sc.stop()

@@ -140,6 +140,9 @@ class StateKeeper:
     # -- loading ------------------------------------------------------------------------
 
     def _load(self) -> None:
+        with self.aggregator.lock:
+            if self.aggregator.groups or self.aggregator.processes:
+                return  # started again in-process: what it holds is newer than any file
         try:
             size = self.path.stat().st_size
             raw = self.path.read_bytes() if size <= self.max_bytes + 4096 else b""
@@ -195,6 +198,9 @@ class StateKeeper:
                 self._captured = agg.version
         if snap is not None:
             self._save(snap)
+        elif self._written < self._captured:
+            with self._write_lock:  # what it read is being written by another caller: wait
+                pass
         return result
 
     def save(self) -> None:

@@ -105,24 +105,19 @@ class Sidecar:
     # -- lifecycle ----------------------------------------------------------------
 
     def start(self) -> Sidecar:
-        """Bind both listeners (port 0 = any free port) and serve them in daemon threads.
-
-        With a state directory, the saved state is restored first (or :class:`StateError`).
-        """
+        """Restore any saved state, bind both listeners (port 0 = any free port), serve them."""
         if self.keeper is not None:
             self.keeper.open()  # before the first push can arrive
         try:
             metrics = self._bind(self.settings.listen, _metrics_handler(self))
+            try:
+                host, port = _split(self.settings.push_listen)
+                family = socket.AF_INET6 if ":" in host else socket.AF_INET
+                sock = socket.create_server((host, port), family=family, backlog=256)
+            except OSError:
+                metrics.server_close()
+                raise
         except OSError:
-            if self.keeper is not None:
-                self.keeper.close(save=False)
-            raise
-        try:
-            host, port = _split(self.settings.push_listen)
-            family = socket.AF_INET6 if ":" in host else socket.AF_INET
-            sock = socket.create_server((host, port), family=family, backlog=256)
-        except OSError:
-            metrics.server_close()
             if self.keeper is not None:
                 self.keeper.close(save=False)
             raise

@@ -67,10 +67,11 @@ def layout_id(layout: Layout) -> str:
     return hashlib.blake2b(repr(layout).encode(), digest_size=6).hexdigest()
 
 
-def _hists(hists: Hists) -> list[list[Any]]:
-    return [list(hists[n].counts) for n in HISTOGRAM_FIELDS] + [
-        [hists[n].sum for n in HISTOGRAM_FIELDS]
-    ]
+def _hists(hists: Hists) -> list[Any]:
+    # counts may be tuples: JSON writes them as arrays, no copy needed
+    out: list[Any] = [hists[n].counts for n in HISTOGRAM_FIELDS]
+    out.append([hists[n].sum for n in HISTOGRAM_FIELDS])
+    return out
 
 
 def _ledger(ledger: Ledger, layouts: dict[Layout, str]) -> dict[str, Any]:
