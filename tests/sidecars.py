@@ -14,10 +14,16 @@ The fixtures (in ``tests/conftest.py``, so every test directory has them):
 * :func:`start_sidecar_process` / :func:`start_sidecar` — the same without pytest, for
   session fixtures of your own.
 
-Every one of them is a :class:`RunningSidecar` (``server`` is the in-process one): ``metrics_url`` (``http://127.0.0.1:P``),
-``push_url`` (``http://127.0.0.1:Q/v1/push``), ``metrics_port``/``push_port``, and small
-readers: ``metrics_text()``, ``value(name, **labels)``, ``series(name)``, ``api()``,
-``wait_until(predicate)``.
+Every one of them is a :class:`RunningSidecar` (``server`` is the in-process one):
+``metrics_url`` (``http://127.0.0.1:P``), ``push_url`` (``http://127.0.0.1:Q/v1/push``),
+``metrics_port``/``push_port``, and small readers: ``metrics_text()``,
+``value(name, **labels)``, ``series(name)``, ``api()``, ``wait_until(predicate)``.
+
+State that survives a restart: pass ``state_dir=...`` to the in-process ones, or the
+flag ``--state-dir DIR`` to the subprocess ones. To restart a subprocess on the same
+ports (as Prometheus expects), give fixed ``--listen``/``--push-listen`` flags, end it
+with ``kill()`` (SIGKILL, as the OOM killer does) or ``stop()`` (SIGTERM), and start it
+again with the same flags.
 """
 
 from __future__ import annotations
@@ -111,6 +117,12 @@ class RunningSidecar:
             if time.monotonic() > deadline:
                 pytest.fail(f"condition not met within {timeout} s")
             time.sleep(interval)
+
+    def kill(self) -> None:
+        """SIGKILL the subprocess: no clean shutdown, no last save."""
+        assert self.process is not None, "only a subprocess can be killed"
+        self.process.kill()
+        self.process.wait(10)
 
     def stop(self) -> None:
         """Stop the sidecar (in-process or subprocess)."""

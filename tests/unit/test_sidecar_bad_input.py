@@ -173,13 +173,6 @@ CASES: list[tuple[str, bytes, int, str, str]] = [
     ("too many pools", encode(with_pools(5)), 400, "too_many_pools", "more than 4 pools"),
     ("body too large", b" " * (64 * 1024 + 1), 413, "body_too_large", "body over 65536 bytes"),
     (
-        "other bucket layout",
-        encode(bad_hist(**histogram(buckets=[0.1, 1.0]))),
-        400,
-        "bucket_layout",
-        "histogram buckets of pool 'db' differ from the ones already seen",
-    ),
-    (
         "unsorted buckets",
         encode(bad_hist(buckets=[1.0, 0.5, *BUCKETS[2:]])),
         400,
@@ -222,6 +215,13 @@ CASES: list[tuple[str, bytes, int, str, str]] = [
         400,
         "identity_changed",
         "process.app changed for this instance",
+    ),
+    (
+        "instance changes pid",
+        encode(payload("a", seq=6, pid=101, pools={"db": pool(checkouts=10)})),
+        400,
+        "identity_changed",
+        "process.host or pid changed for this instance",
     ),
     (
         "one process too many",

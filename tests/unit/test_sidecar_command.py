@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import signal
@@ -84,6 +85,12 @@ def test_flags_override_environment(monkeypatch: pytest.MonkeyPatch) -> None:
             "only, not 'mysql'",
         ),
         (
+            ["--state-dir", "/dev/null/state"],
+            {},
+            "invalid setting POOL_EXPORTER_STATE_DIR (state_dir): cannot create directory "
+            "'/dev/null/state': Not a directory",
+        ),
+        (
             [],
             {"POOL_EXPORTER_DATABASE_URL": "host=db password=hunter2 = broken"},
             "invalid setting POOL_EXPORTER_DATABASE_URL (database_url): database URL is not "
@@ -137,6 +144,22 @@ def test_port_in_use_exits_1_with_one_line() -> None:
     (line,) = err.splitlines()
     event = json.loads(line)
     assert (event["event"], event["error"]) == ("cannot listen", "Address already in use")
+
+
+def test_state_dir_held_by_another_sidecar_exits_1_with_one_line(tmp_path: Path) -> None:
+    with open(tmp_path / "sidecar-state.lock", "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        proc = serve(
+            "--listen", "127.0.0.1:0", "--push-listen", "127.0.0.1:0", "--state-dir", str(tmp_path)
+        )
+        _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 1
+    (line,) = err.splitlines()
+    event = json.loads(line)
+    assert (event["event"], event["error"]) == (
+        "cannot keep state",
+        f"{tmp_path} is in use by another sidecar",
+    )
 
 
 def test_database_probe_joins_metrics_and_its_url_is_never_logged() -> None:

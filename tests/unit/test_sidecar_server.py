@@ -96,11 +96,9 @@ def test_per_process_series(sidecar_factory: Callable[..., RunningSidecar]) -> N
     checkouts = {
         dict(k)["process"]: v for (n, k), v in got.items() if n == "sqlalchemy_pool_checkouts_total"
     }
-    assert checkouts == {"web-1/1": 3, "retired": 6}
-    connections = {
-        dict(k)["process"] for (n, k), v in got.items() if n == "sqlalchemy_pool_connections"
-    }
-    assert connections == {"web-1/1"}
+    assert checkouts == {"web-1/1": 3, "web-1/2": 6}  # the retired one stays, frozen
+    for gauge in ("sqlalchemy_pool_connections", "sqlalchemy_pool_size", "sqlalchemy_pool_info"):
+        assert {dict(k)["process"] for (n, k), v in got.items() if n == gauge} == {"web-1/1"}
 
 
 def test_instrumented_engine_pushes_and_final_push_retires_it(sidecar: RunningSidecar) -> None:

@@ -6,7 +6,9 @@ flag (``max_body_bytes`` → ``--max-body-bytes``); a flag wins over its
 the setting. Once both listeners are bound, one log line ``listening`` gives the actual
 addresses (``metrics``, ``push``), so port 0 works for tests and tools. With
 ``--database-url`` the PostgreSQL probe runs in the same process and its families join
-``/metrics``; the URL itself is never logged.
+``/metrics``; the URL itself is never logged. With ``--state-dir`` the saved state is
+restored before the listeners open; a directory held by another sidecar exits with
+status 1 (``cannot keep state``).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from pydantic import ValidationError
 
 from sqlalchemy_pool_exporter.logs import configure_process_logging, get_logger
 from sqlalchemy_pool_exporter.settings import PREFIX, describe_error
+from sqlalchemy_pool_exporter.sidecar.keeper import StateError
 from sqlalchemy_pool_exporter.sidecar.server import Sidecar
 from sqlalchemy_pool_exporter.sidecar.settings import SidecarSettings
 
@@ -77,6 +80,9 @@ def run(args: argparse.Namespace) -> int:
 def _serve(settings: SidecarSettings, sidecar: Any, done: threading.Event) -> int:
     try:
         sidecar.start()
+    except StateError as exc:
+        log.error("cannot keep state", error=str(exc), state_dir=settings.state_dir)
+        return 1
     except OSError as exc:
         log.error(
             "cannot listen",
@@ -91,6 +97,7 @@ def _serve(settings: SidecarSettings, sidecar: Any, done: threading.Event) -> in
         metrics=sidecar.metrics_url,
         push=sidecar.push_url,
         per_process=settings.per_process,
+        state_dir=settings.state_dir,
         token=settings.token is not None,
         probe=probe is not None,
     )

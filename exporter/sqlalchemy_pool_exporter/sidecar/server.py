@@ -37,6 +37,7 @@ from sqlalchemy_pool_exporter.protocol.validation import parse_push
 from sqlalchemy_pool_exporter.protocol.wire import PUSH_PATH
 from sqlalchemy_pool_exporter.sidecar.aggregator import Aggregator
 from sqlalchemy_pool_exporter.sidecar.collector import PushCounters, SidecarCollector
+from sqlalchemy_pool_exporter.sidecar.keeper import StateKeeper
 from sqlalchemy_pool_exporter.sidecar.pushserver import PushServer
 from sqlalchemy_pool_exporter.sidecar.settings import SidecarSettings
 from sqlalchemy_pool_exporter.sidecar.views import api_document
@@ -73,9 +74,11 @@ class Sidecar:
         self.aggregator = Aggregator(
             max_processes=s.max_processes,
             expiry_factor=s.expiry_factor,
+            retention=s.retired_retention if s.per_process else None,
             clock=clock,
             on_expire=self._expired,
         )
+        self.keeper = StateKeeper(s.state_dir, self.aggregator) if s.state_dir else None
         self.counters = PushCounters()
         self.limits = Limits(
             max_pools=s.max_pools,
@@ -84,7 +87,9 @@ class Sidecar:
         )
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(
-            SidecarCollector(self.aggregator, self.counters, per_process=s.per_process)
+            SidecarCollector(
+                self.aggregator, self.counters, per_process=s.per_process, keeper=self.keeper
+            )
         )
         ProcessCollector(registry=self.registry)
         self._token = s.token.get_secret_value().encode() if s.token else None
@@ -100,14 +105,21 @@ class Sidecar:
     # -- lifecycle ----------------------------------------------------------------
 
     def start(self) -> Sidecar:
-        """Bind both listeners (port 0 = any free port) and serve them in daemon threads."""
-        metrics = self._bind(self.settings.listen, _metrics_handler(self))
+        """Restore any saved state, bind both listeners (port 0 = any free port), serve them."""
+        if self.keeper is not None:
+            self.keeper.open()  # before the first push can arrive
         try:
-            host, port = _split(self.settings.push_listen)
-            family = socket.AF_INET6 if ":" in host else socket.AF_INET
-            sock = socket.create_server((host, port), family=family, backlog=256)
+            metrics = self._bind(self.settings.listen, _metrics_handler(self))
+            try:
+                host, port = _split(self.settings.push_listen)
+                family = socket.AF_INET6 if ":" in host else socket.AF_INET
+                sock = socket.create_server((host, port), family=family, backlog=256)
+            except OSError:
+                metrics.server_close()
+                raise
         except OSError:
-            metrics.server_close()
+            if self.keeper is not None:
+                self.keeper.close(save=False)
             raise
         self._push = PushServer(
             sock, self.ingest, self.check_head, self.rejected, self.aggregator.live_count
@@ -124,6 +136,8 @@ class Sidecar:
         )
         thread.start()
         self._threads.append(thread)
+        if self.keeper is not None:
+            self.keeper.start()
         return self
 
     def stop(self) -> None:
@@ -137,6 +151,8 @@ class Sidecar:
         for thread in self._threads:
             thread.join(5)
         self._servers, self._threads = [], []
+        if self.keeper is not None:
+            self.keeper.close()  # the last save, once no push can arrive any more
 
     def __enter__(self) -> Sidecar:
         return self.start()

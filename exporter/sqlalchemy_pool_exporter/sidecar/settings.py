@@ -1,10 +1,13 @@
 """Options of ``sqlalchemy-pool-exporter serve``: each a flag and a ``POOL_EXPORTER_*`` variable.
 
 An invalid value fails at start with one line naming the setting
-(:func:`sqlalchemy_pool_exporter.settings.describe_error`).
+(:func:`sqlalchemy_pool_exporter.settings.describe_error`); ``state_dir`` is created if
+missing and must be writable.
 """
 
 from __future__ import annotations
+
+import os
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -43,6 +46,15 @@ class SidecarSettings(BaseSettings):
         le=100.0,
         description="A process expires after this many silent intervals.",
     )
+    retired_retention: float = Field(
+        default=900.0,
+        ge=0,
+        le=86_400,
+        description="Seconds a retired process keeps its frozen per-process series.",
+    )
+    state_dir: str | None = Field(
+        default=None, description="Directory for state that survives a restart (unset: none)."
+    )
     database_url: SecretStr | None = Field(
         default=None, description="PostgreSQL URL for the probe."
     )
@@ -61,6 +73,20 @@ class SidecarSettings(BaseSettings):
     )
 
     _hostport = field_validator("listen", "push_listen")(_check_hostport)
+
+    @field_validator("state_dir")
+    @classmethod
+    def _state_dir(cls, value: str | None) -> str | None:
+        # Fail at start, naming the setting, rather than at the first save.
+        if not value:
+            return None
+        try:
+            os.makedirs(value, exist_ok=True)
+        except OSError as exc:
+            raise ValueError(f"cannot create directory {value!r}: {exc.strerror or exc}") from None
+        if not os.access(value, os.W_OK | os.X_OK):
+            raise ValueError(f"directory {value!r} is not writable")
+        return value
 
     @field_validator("database_url")
     @classmethod
