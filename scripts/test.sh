@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh clone on a fresh machine: installs what the tests
 # need (Debian packages when run as root, Python packages into .venv), then runs lint,
-# type checks, the suite on SQLAlchemy 2.1, and the unit suite again on SQLAlchemy 2.0.
+# type checks, the suite on SQLAlchemy 2.1, and the unit suite again on SQLAlchemy 2.0;
+# after each, SQLAlchemy's own tests with every engine instrumented (scripts/conformance.py).
 #
 #   scripts/test.sh [PYTEST ARGS]   everything CI runs
 #   scripts/test.sh --unit [ARGS]   the fast loop: lint, types and tests/unit only, on the
@@ -91,13 +92,15 @@ echo "== ruff, mypy (grafana)"; .venv/bin/ruff check grafana && .venv/bin/mypy -
 echo "== ruff, mypy (prometheus)"; .venv/bin/ruff check prometheus && .venv/bin/mypy --strict prometheus/generate.py
 # <<< Alert rules
 
-echo "== ruff"; .venv/bin/ruff check exporter tests benchmarks
-.venv/bin/ruff format --check exporter tests benchmarks
-echo "== mypy"; .venv/bin/mypy
+echo "== ruff"; .venv/bin/ruff check exporter tests benchmarks scripts
+.venv/bin/ruff format --check exporter tests benchmarks scripts
+echo "== mypy"; .venv/bin/mypy && .venv/bin/mypy --strict scripts/conformance.py
 # Tests start programs of the environment (gunicorn, sqlalchemy-pool-exporter) by name.
 export PATH="$ROOT/.venv/bin:$PATH"
 echo "== pytest (SQLAlchemy $(.venv/bin/python -c 'import sqlalchemy; print(sqlalchemy.__version__)'))"
 .venv/bin/pytest -q -p no:cacheprovider "$@" tests
+# SQLAlchemy's own engine, pool and asyncio tests, plain and with every engine instrumented.
+echo "== conformance (SQLAlchemy 2.1)"; .venv/bin/python scripts/conformance.py
 
 # SQLAlchemy 2.0: the unit suite again, in its own environment.
 if [ ! -x .venv-sa20/bin/python ]; then python3 -m venv .venv-sa20; fi
@@ -106,4 +109,5 @@ if [ ! -x .venv-sa20/bin/python ]; then python3 -m venv .venv-sa20; fi
 export PATH="$ROOT/.venv-sa20/bin:$PATH"
 echo "== pytest unit (SQLAlchemy $(.venv-sa20/bin/python -c 'import sqlalchemy; print(sqlalchemy.__version__)'))"
 .venv-sa20/bin/pytest -q -p no:cacheprovider tests/unit
+echo "== conformance (SQLAlchemy 2.0)"; .venv-sa20/bin/python scripts/conformance.py
 cd "$ROOT"

@@ -120,7 +120,8 @@ def _wrap_connect(pool: Pool, stats: PoolStats, reporter: RateLimitedReporter) -
                 stats.waits_failed += 1
                 return fairy
             if capture_sites:
-                # The app's frame where it was last (see sites.SiteFinder).
+                # The app's frame where it was last (see sites.SiteFinder). The depth is
+                # never 0: this frame in its own local would keep ``fairy`` alive.
                 depth, code = finder.last
                 try:
                     frame = _getframe(depth)
