@@ -14,15 +14,15 @@ from prometheus_client import REGISTRY
 from pydantic import ValidationError
 from sqlalchemy.engine import Engine
 
+from sqlalchemy_pool_exporter.instrumentation import embedded, runtime
 from sqlalchemy_pool_exporter.instrumentation import registry as instrumented
-from sqlalchemy_pool_exporter.instrumentation import runtime
 from sqlalchemy_pool_exporter.instrumentation.histogram import DEFAULT_BUCKETS, validate_buckets
 from sqlalchemy_pool_exporter.instrumentation.poolstate import default_name
 from sqlalchemy_pool_exporter.instrumentation.registry import Instrumentation
 from sqlalchemy_pool_exporter.instrumentation.settings import AppSettings
 from sqlalchemy_pool_exporter.instrumentation.stats import PoolStats
 from sqlalchemy_pool_exporter.logs import get_logger
-from sqlalchemy_pool_exporter.settings import describe_error
+from sqlalchemy_pool_exporter.settings import PREFIX, describe_error, error_message
 
 log = get_logger(__name__)
 _DEFAULT: Any = object()
@@ -47,9 +47,26 @@ def load_settings(**overrides: Any) -> AppSettings:
             raise ValueError(
                 describe_error(exc).replace("setting POOL_EXPORTER_", "option ")
             ) from None
-        # A bad POOL_EXPORTER_* variable must not take the app down: say so, use defaults.
-        log.error("ignoring invalid exporter environment", error=describe_error(exc))
-        return AppSettings.model_construct(**AppSettings.model_construct().model_dump() | given)
+        # A bad POOL_EXPORTER_* variable must not take the app down, nor switch the good
+        # ones off: name it, then read everything again with that one at its default
+        # (an explicit value wins over the environment).
+        defaults: dict[str, Any] = {}
+        for error in exc.errors():
+            field = str(error["loc"][0]) if error.get("loc") else ""
+            if field in AppSettings.model_fields and field not in defaults:
+                log.warning(
+                    "ignoring invalid setting",
+                    variable=f"{PREFIX}{field.upper()}",
+                    problem=error_message(error),
+                )
+                defaults[field] = AppSettings.model_fields[field].get_default(
+                    call_default_factory=True
+                )
+    try:
+        return AppSettings(**defaults, **given)
+    except ValidationError as exc:  # cannot happen with valid defaults; stay up regardless
+        log.warning("ignoring invalid settings", problem=describe_error(exc))
+        return AppSettings.model_construct(**given)
 
 
 def instrument(
@@ -92,7 +109,9 @@ def instrument(
     if not getattr(sys, "_is_gil_enabled", lambda: True)():
         # The hot path relies on single statements being atomic under the GIL.
         log.warning("free-threaded Python: pool counts may be approximate", pool=stats.name)
-    runtime.started(settings, REGISTRY if registry is _DEFAULT else registry)
+    target = REGISTRY if registry is _DEFAULT else registry
+    runtime.started(settings, target)
+    embedded.check_multiprocess_mode(pushing=bool(settings.push_url), registered=target is REGISTRY)
     log.debug("pool instrumented", pool=stats.name)
     return stats
 
