@@ -21,7 +21,7 @@ from pydantic import ValidationError
 
 from sqlalchemy_pool_exporter.logs import configure_process_logging, get_logger
 from sqlalchemy_pool_exporter.settings import PREFIX, describe_error
-from sqlalchemy_pool_exporter.sidecar.server import Sidecar
+from sqlalchemy_pool_exporter.sidecar.server import ListenError, Sidecar
 from sqlalchemy_pool_exporter.sidecar.settings import SidecarSettings
 
 log = get_logger("sqlalchemy_pool_exporter.sidecar")
@@ -77,12 +77,12 @@ def run(args: argparse.Namespace) -> int:
 def _serve(settings: SidecarSettings, sidecar: Any, done: threading.Event) -> int:
     try:
         sidecar.start()
-    except OSError as exc:
+    except ListenError as exc:
         log.error(
             "cannot listen",
             error=f"{exc.strerror or exc}",
-            listen=settings.listen,
-            push_listen=settings.push_listen,
+            address=exc.address,
+            setting=f"{PREFIX}{exc.setting.upper()}",
         )
         return 1
     probe = _make_probe(settings, sidecar.registry)
@@ -91,7 +91,7 @@ def _serve(settings: SidecarSettings, sidecar: Any, done: threading.Event) -> in
         metrics=sidecar.metrics_url,
         push=sidecar.push_url,
         per_process=settings.per_process,
-        token=settings.token is not None,
+        token=bool(settings.token),  # an empty --token is no token
         probe=probe is not None,
     )
     if probe is not None:
