@@ -149,10 +149,27 @@ def test_watch_redraws_until_interrupted(sc: Sidecar) -> None:
         cwd=ROOT,
         env=env,
     )
-    time.sleep(1.5)
+    assert proc.stdout is not None
+    seen = ""
+    deadline = time.monotonic() + 20
+    while seen.count("\x1b[H\x1b[2J") < 3 and time.monotonic() < deadline:
+        seen += proc.stdout.readline()  # the process starting may take seconds on a busy box
     proc.send_signal(signal.SIGINT)
-    out, _ = proc.communicate(timeout=10)
+    out = seen + proc.stdout.read()  # to EOF: the buffered rest of what readline() saw
+    proc.wait(10)
     assert proc.returncode == 0
     frames = out.split("\x1b[H\x1b[2J")[1:]
     assert len(frames) >= 3
     assert all("web-1/12" in frame for frame in frames)
+
+
+def test_a_pool_without_live_processes_says_so(
+    sc: Sidecar, capsys: pytest.CaptureFixture[str]
+) -> None:
+    gone = payload("c", app="billing", pid=13, final=True, pools={"db": pool(checkouts=5)})
+    assert sc.ingest(encode(gone))[0] == 200
+    assert main(["status", "--url", sc.metrics_url]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1].split() == ["billing", "db", "0", *["-"] * 6, "no", "live", "process"]
+    assert "∞" not in "\n".join(lines)
+    assert lines[-1] == "2 live processes; 1 pool with no live process (totals kept)"
