@@ -28,7 +28,8 @@ log = get_logger(__name__)
 _DEFAULT: Any = object()
 
 
-def _sync_engine(engine: Any) -> Engine:
+def sync_engine(engine: Any) -> Engine:
+    """The sync Engine behind ``engine`` (itself, or an AsyncEngine's); TypeError otherwise."""
     sync = getattr(engine, "sync_engine", engine)
     if not isinstance(sync, Engine):
         raise TypeError(
@@ -82,7 +83,7 @@ def instrument(
     app: str | None = None,
 ) -> PoolStats:
     """Attach pool metrics to ``engine`` (sync or async); idempotent; returns its stats."""
-    sync = _sync_engine(engine)
+    sync = sync_engine(engine)
     settings = load_settings(
         leak_threshold=leak_threshold,
         peak_window=peak_window,
@@ -118,7 +119,7 @@ def instrument(
 
 def uninstrument(engine: Any) -> bool:
     """Detach the exporter from ``engine``; returns False if it was not instrumented."""
-    inst = instrumented.remove(_sync_engine(engine))
+    inst = instrumented.remove(sync_engine(engine))
     if inst is None:
         return False
     inst.wiring.detach()
