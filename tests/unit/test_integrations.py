@@ -157,3 +157,29 @@ def test_fresh_pools_replace_the_pool_without_closing_its_connections(
         conn.execute(text("SELECT 1"))
     (inst,) = [i for i in registry.instrumentations() if i.stats.name == "fresh"]
     assert inst.stats.checkouts == 2  # the new pool is instrumented too
+
+
+def test_helpers_refuse_an_unknown_option_where_they_are_set_up() -> None:
+    from sqlalchemy_pool_exporter.integrations.celery import instrument_celery
+
+    for make in (
+        lambda: PoolExporter(leak_treshold=5),
+        lambda: pool_metrics_lifespan(leak_treshold=5),
+        lambda: instrument_celery(leak_treshold=5),
+    ):
+        with pytest.raises(TypeError, match="leak_treshold"):
+            make()
+
+
+def test_flask_bad_option_value_is_one_line_and_requests_are_served(
+    flask_app: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    app, _db = flask_app
+    PoolExporter(app, leak_threshold=-1, registry=None)
+    caplog.set_level(logging.WARNING, logger="sqlalchemy_pool_exporter")
+    client = app.test_client()
+    assert [client.get("/").status_code for _ in range(3)] == [200, 200, 200]
+    assert [r.getMessage() for r in caplog.records] == [
+        "cannot instrument engine bind=users error='invalid option leak_threshold: "
+        "Input should be greater than or equal to 0'"
+    ]  # the same mistake for the other bind is not repeated

@@ -6,6 +6,7 @@ takes a keyword argument ``registry`` (a prometheus_client registry) of its own.
 
 from __future__ import annotations
 
+import inspect
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -44,10 +45,11 @@ def load_settings(**overrides: Any) -> AppSettings:
     try:
         return AppSettings(**given)
     except ValidationError as exc:
-        if any(str(e["loc"][0]) in given for e in exc.errors() if e.get("loc")):
-            raise ValueError(
-                describe_error(exc).replace("setting POOL_EXPORTER_", "option ")
-            ) from None
+        for error in exc.errors():
+            if error.get("loc") and str(error["loc"][0]) in given:
+                raise ValueError(
+                    f"invalid option {error['loc'][0]}: {error_message(error)}"
+                ) from None
         # A bad POOL_EXPORTER_* variable must not take the app down, nor switch the good
         # ones off: name it, then read everything again with that one at its default
         # (an explicit value wins over the environment).
@@ -115,6 +117,11 @@ def instrument(
     embedded.check_multiprocess_mode(pushing=bool(settings.push_url), registered=target is REGISTRY)
     log.debug("pool instrumented", pool=stats.name)
     return stats
+
+
+def check_options(**options: Any) -> None:
+    """TypeError for a keyword ``instrument()`` does not take (helpers that call it later)."""
+    inspect.signature(instrument).bind(None, **options)
 
 
 def uninstrument(engine: Any) -> bool:

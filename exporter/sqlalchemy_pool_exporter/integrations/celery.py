@@ -28,13 +28,14 @@ from typing import Any
 from celery import signals
 from celery.concurrency.prefork import TaskPool as PreforkPool
 
-from sqlalchemy_pool_exporter.instrumentation.engines import instrument, sync_engine
+from sqlalchemy_pool_exporter.instrumentation.engines import check_options, instrument, sync_engine
 
 
 def instrument_celery(*engines: Any, **options: Any) -> None:
     """Instrument ``engines`` in each Celery process that runs tasks, with these options."""
+    check_options(**options)  # a wrong argument fails at import, not in every child
     for engine in engines:
-        sync_engine(engine)  # a wrong argument fails at import, not in the worker
+        sync_engine(engine)
     created_in = os.getpid()
 
     def instrument_here() -> None:

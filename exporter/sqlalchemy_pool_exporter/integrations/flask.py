@@ -37,7 +37,7 @@ from typing import Any
 
 from flask import Flask
 
-from sqlalchemy_pool_exporter.instrumentation.engines import instrument
+from sqlalchemy_pool_exporter.instrumentation.engines import check_options, instrument
 from sqlalchemy_pool_exporter.logs import get_logger
 
 log = get_logger(__name__)
@@ -63,6 +63,7 @@ class PoolExporter:
         names: Mapping[str | None, str] | None = None,
         **options: Any,
     ) -> None:
+        check_options(**options)  # a wrong argument fails here, not in a request
         self.db = db
         self.names = dict(names or {})
         self.options = options
@@ -103,10 +104,17 @@ class PoolExporter:
                 )
                 return []
             engines = dict(db.engines)  # needs the app context the request pushed
-            names = []
+            names: list[str] = []
+            errors: set[str] = set()
             for key, engine in engines.items():
                 if pid != state.init_pid:  # forked since init_app: the parent's sockets
                     engine.dispose(close=False)
-                stats = instrument(engine, self.names.get(key), **self.options)
+                try:
+                    stats = instrument(engine, self.names.get(key), **self.options)
+                except Exception as exc:  # a bad option value: say so once, serve the request
+                    if str(exc) not in errors:
+                        errors.add(str(exc))
+                        log.error("cannot instrument engine", bind=key, error=str(exc))
+                    continue
                 names.append(stats.name)
             return names

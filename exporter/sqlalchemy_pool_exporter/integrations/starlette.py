@@ -25,7 +25,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
-from sqlalchemy_pool_exporter.instrumentation.engines import instrument, sync_engine
+from sqlalchemy_pool_exporter.instrumentation.engines import check_options, instrument, sync_engine
 
 Lifespan = Callable[[Any], AbstractAsyncContextManager[Any]]
 
@@ -34,8 +34,9 @@ def pool_metrics_lifespan(
     *engines: Any, lifespan: Lifespan | None = None, **options: Any
 ) -> Lifespan:
     """A lifespan that instruments ``engines`` at startup, around ``lifespan`` if given."""
+    check_options(**options)  # a wrong argument fails at import, not at the first startup
     for engine in engines:
-        sync_engine(engine)  # a wrong argument fails at import, not at the first startup
+        sync_engine(engine)
     imported_in = os.getpid()
 
     @asynccontextmanager
