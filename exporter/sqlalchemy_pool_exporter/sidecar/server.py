@@ -20,7 +20,6 @@ from __future__ import annotations
 import gzip
 import hmac
 import json
-import os
 import socket
 import threading
 import time
@@ -65,7 +64,7 @@ class ListenError(OSError):
 
     def __init__(self, setting: str, address: str, cause: OSError) -> None:
         # socket.create_server appends the address to strerror; say it once, as given.
-        reason = os.strerror(cause.errno) if cause.errno else str(cause)
+        reason = (cause.strerror or str(cause)).split(" (while attempting to bind", 1)[0]
         super().__init__(cause.errno, reason)
         self.setting = setting
         self.address = address
