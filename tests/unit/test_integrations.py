@@ -25,6 +25,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 import sqlalchemy_pool_exporter
 from sqlalchemy_pool_exporter.instrumentation import registry
+from sqlalchemy_pool_exporter.integrations.celery import instrument_celery
 from sqlalchemy_pool_exporter.integrations.flask import PoolExporter
 from sqlalchemy_pool_exporter.integrations.processes import fresh_pools
 from sqlalchemy_pool_exporter.integrations.starlette import pool_metrics_lifespan
@@ -160,8 +161,6 @@ def test_fresh_pools_replace_the_pool_without_closing_its_connections(
 
 
 def test_helpers_refuse_an_unknown_option_where_they_are_set_up() -> None:
-    from sqlalchemy_pool_exporter.integrations.celery import instrument_celery
-
     for make in (
         lambda: PoolExporter(leak_treshold=5),
         lambda: pool_metrics_lifespan(leak_treshold=5),
@@ -183,3 +182,16 @@ def test_flask_bad_option_value_is_one_line_and_requests_are_served(
         "cannot instrument engine bind=users error='invalid option leak_threshold: "
         "Input should be greater than or equal to 0'"
     ]  # the same mistake for the other bind is not repeated
+
+
+def test_flask_db_of_another_app_is_one_line(
+    flask_app: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    _app, db = flask_app
+    other = Flask("other")
+    other.get("/")(lambda: "ok")
+    PoolExporter(other, db=db)  # db was set up for the fixture's app, not this one
+    caplog.set_level(logging.WARNING, logger="sqlalchemy_pool_exporter")
+    assert other.test_client().get("/").data == b"ok"
+    (record,) = caplog.records
+    assert record.getMessage().startswith("cannot read db.engines app=other error=")

@@ -103,7 +103,11 @@ class PoolExporter:
                     fix="call db.init_app(app) first, or pass PoolExporter(db=db)",
                 )
                 return []
-            engines = dict(db.engines)  # needs the app context the request pushed
+            try:
+                engines = dict(db.engines)  # needs the app context the request pushed
+            except Exception as exc:  # e.g. another app's db: say so, serve the request
+                log.error("cannot read db.engines", app=app.name, error=str(exc))
+                return []
             names: list[str] = []
             errors: set[str] = set()
             for key, engine in engines.items():
