@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -104,3 +106,60 @@ def test_demo_port_in_use_is_one_clear_line() -> None:
         "pick another with --port (0 = any free port)\n"
     )
     assert result.stdout == ""
+
+
+def test_demo_ctrl_c_to_the_process_group_exits_0_without_tracebacks() -> None:
+    # A terminal's Ctrl-C signals the whole foreground process group: demo and workers.
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "sqlalchemy_pool_exporter",
+            "demo",
+            "--duration",
+            "0",
+            "--port",
+            "0",
+            "--workers",
+            "2",
+            "--leak-rate",
+            "0.2",
+            "--leak-threshold",
+            "0.5",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    assert proc.stdout is not None
+    lines: list[str] = []
+    deadline = time.monotonic() + 40
+    try:
+        # Run until leaks have been reported more than once, so repeats had to be summarised.
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            lines.append(line)
+            match = re.search(r"^demo: processes=2 .* leaks=(\d+)", line)
+            if match and int(match.group(1)) >= 4:
+                break
+        os.killpg(proc.pid, signal.SIGINT)
+        out = "".join(lines) + proc.stdout.read()
+        proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(5)
+    assert proc.returncode == 0, out
+    assert "Traceback" not in out
+    assert "KeyboardInterrupt" not in out
+    assert re.search(r"^demo: final processes=0 ", out, re.M), out
+    assert out.rstrip().endswith("demo: done")
+    # Leak reports: the first per worker and checkout site in full, the rest only counted.
+    leaks = [line for line in out.splitlines() if "connection leak suspected" in line]
+    workers = {re.search(r"worker-(\d+)", line).group(1) for line in leaks}  # type: ignore[union-attr]
+    assert leaks and len(leaks) == len(workers), leaks  # one line per worker (one site)
+    assert all(
+        line.endswith("(first at this site; later ones only count in leaks=)") for line in leaks
+    )
+    assert "leaked connection returned" not in out

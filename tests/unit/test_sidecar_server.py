@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import urllib.error
 import urllib.request
 from collections.abc import Callable
 from typing import Any
@@ -169,3 +170,17 @@ def test_push_listener_keep_alive_pipelining_expect_and_chunked(sidecar: Running
         '{"error":"Content-Length required"}',
     ]
     assert sc.aggregator.live_count() == 1
+
+
+def test_a_push_to_the_metrics_port_is_told_where_pushes_go(sc: Sidecar) -> None:
+    body = encode(payload("a", pools={"db": pool(checkouts=1)}))
+    request = urllib.request.Request(sc.metrics_url + "/v1/push", data=body, method="POST")
+    with pytest.raises(urllib.error.HTTPError) as info:
+        urllib.request.urlopen(request, timeout=10)
+    assert info.value.code == 404
+    assert json.loads(info.value.read()) == {
+        "error": "pushes go to the push listener (POOL_EXPORTER_PUSH_LISTEN), not the metrics port"
+    }
+    # the connection stays usable (the body was read), and nothing was applied
+    status, _, api = get(sc.metrics_url + "/api/pools")
+    assert (status, json.loads(api)["processes"]) == (200, [])

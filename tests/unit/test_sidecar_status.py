@@ -169,3 +169,15 @@ def test_watch_redraws_until_interrupted(sc: Sidecar) -> None:
     frames = [frame for frame in out.split(CLEAR)[1:] if frame]
     assert len(frames) >= 3
     assert all("web-1/12" in frame for frame in frames), frames
+
+
+def test_a_pool_without_live_processes_says_so(
+    sc: Sidecar, capsys: pytest.CaptureFixture[str]
+) -> None:
+    gone = payload("c", app="billing", pid=13, final=True, pools={"db": pool(checkouts=5)})
+    assert sc.ingest(encode(gone))[0] == 200
+    assert main(["status", "--url", sc.metrics_url]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1].split() == ["billing", "db", "0", *["-"] * 6, "no", "live", "process"]
+    assert "∞" not in "\n".join(lines)
+    assert lines[-1] == "2 live processes; 1 pool with no live process (totals kept)"

@@ -6,6 +6,7 @@ takes a keyword argument ``registry`` (a prometheus_client registry) of its own.
 
 from __future__ import annotations
 
+import inspect
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -14,21 +15,22 @@ from prometheus_client import REGISTRY
 from pydantic import ValidationError
 from sqlalchemy.engine import Engine
 
+from sqlalchemy_pool_exporter.instrumentation import embedded, runtime
 from sqlalchemy_pool_exporter.instrumentation import registry as instrumented
-from sqlalchemy_pool_exporter.instrumentation import runtime
 from sqlalchemy_pool_exporter.instrumentation.histogram import DEFAULT_BUCKETS, validate_buckets
 from sqlalchemy_pool_exporter.instrumentation.poolstate import default_name
 from sqlalchemy_pool_exporter.instrumentation.registry import Instrumentation
 from sqlalchemy_pool_exporter.instrumentation.settings import AppSettings
 from sqlalchemy_pool_exporter.instrumentation.stats import PoolStats
 from sqlalchemy_pool_exporter.logs import get_logger
-from sqlalchemy_pool_exporter.settings import describe_error
+from sqlalchemy_pool_exporter.settings import PREFIX, describe_error, error_message
 
 log = get_logger(__name__)
 _DEFAULT: Any = object()
 
 
-def _sync_engine(engine: Any) -> Engine:
+def sync_engine(engine: Any) -> Engine:
+    """The sync Engine behind ``engine`` (itself, or an AsyncEngine's); TypeError otherwise."""
     sync = getattr(engine, "sync_engine", engine)
     if not isinstance(sync, Engine):
         raise TypeError(
@@ -43,13 +45,31 @@ def load_settings(**overrides: Any) -> AppSettings:
     try:
         return AppSettings(**given)
     except ValidationError as exc:
-        if any(str(e["loc"][0]) in given for e in exc.errors() if e.get("loc")):
-            raise ValueError(
-                describe_error(exc).replace("setting POOL_EXPORTER_", "option ")
-            ) from None
-        # A bad POOL_EXPORTER_* variable must not take the app down: say so, use defaults.
-        log.error("ignoring invalid exporter environment", error=describe_error(exc))
-        return AppSettings.model_construct(**AppSettings.model_construct().model_dump() | given)
+        for error in exc.errors():
+            if error.get("loc") and str(error["loc"][0]) in given:
+                raise ValueError(
+                    f"invalid option {error['loc'][0]}: {error_message(error)}"
+                ) from None
+        # A bad POOL_EXPORTER_* variable must not take the app down, nor switch the good
+        # ones off: name it, then read everything again with that one at its default
+        # (an explicit value wins over the environment).
+        defaults: dict[str, Any] = {}
+        for error in exc.errors():
+            field = str(error["loc"][0]) if error.get("loc") else ""
+            if field in AppSettings.model_fields and field not in defaults:
+                log.warning(
+                    "ignoring invalid setting",
+                    variable=f"{PREFIX}{field.upper()}",
+                    problem=error_message(error),
+                )
+                defaults[field] = AppSettings.model_fields[field].get_default(
+                    call_default_factory=True
+                )
+    try:
+        return AppSettings(**defaults, **given)
+    except ValidationError as exc:  # cannot happen with valid defaults; stay up regardless
+        log.warning("ignoring invalid settings", problem=describe_error(exc))
+        return AppSettings.model_construct(**given)
 
 
 def instrument(
@@ -65,7 +85,7 @@ def instrument(
     app: str | None = None,
 ) -> PoolStats:
     """Attach pool metrics to ``engine`` (sync or async); idempotent; returns its stats."""
-    sync = _sync_engine(engine)
+    sync = sync_engine(engine)
     settings = load_settings(
         leak_threshold=leak_threshold,
         peak_window=peak_window,
@@ -92,14 +112,21 @@ def instrument(
     if not getattr(sys, "_is_gil_enabled", lambda: True)():
         # The hot path relies on single statements being atomic under the GIL.
         log.warning("free-threaded Python: pool counts may be approximate", pool=stats.name)
-    runtime.started(settings, REGISTRY if registry is _DEFAULT else registry)
+    target = REGISTRY if registry is _DEFAULT else registry
+    runtime.started(settings, target)
+    embedded.check_multiprocess_mode(pushing=bool(settings.push_url), registered=target is REGISTRY)
     log.debug("pool instrumented", pool=stats.name)
     return stats
 
 
+def check_options(**options: Any) -> None:
+    """TypeError for a keyword ``instrument()`` does not take (helpers that call it later)."""
+    inspect.signature(instrument).bind(None, **options)
+
+
 def uninstrument(engine: Any) -> bool:
     """Detach the exporter from ``engine``; returns False if it was not instrumented."""
-    inst = instrumented.remove(_sync_engine(engine))
+    inst = instrumented.remove(sync_engine(engine))
     if inst is None:
         return False
     inst.wiring.detach()

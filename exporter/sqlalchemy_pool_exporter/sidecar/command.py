@@ -24,7 +24,7 @@ from pydantic import ValidationError
 from sqlalchemy_pool_exporter.logs import configure_process_logging, get_logger
 from sqlalchemy_pool_exporter.settings import PREFIX, describe_error
 from sqlalchemy_pool_exporter.sidecar.keeper import StateError
-from sqlalchemy_pool_exporter.sidecar.server import Sidecar
+from sqlalchemy_pool_exporter.sidecar.server import ListenError, Sidecar
 from sqlalchemy_pool_exporter.sidecar.settings import SidecarSettings
 
 log = get_logger("sqlalchemy_pool_exporter.sidecar")
@@ -83,12 +83,12 @@ def _serve(settings: SidecarSettings, sidecar: Any, done: threading.Event) -> in
     except StateError as exc:
         log.error("cannot keep state", error=str(exc), state_dir=settings.state_dir)
         return 1
-    except OSError as exc:
+    except ListenError as exc:
         log.error(
             "cannot listen",
             error=f"{exc.strerror or exc}",
-            listen=settings.listen,
-            push_listen=settings.push_listen,
+            address=exc.address,
+            setting=f"{PREFIX}{exc.setting.upper()}",
         )
         return 1
     probe = _make_probe(settings, sidecar.registry)
@@ -98,7 +98,7 @@ def _serve(settings: SidecarSettings, sidecar: Any, done: threading.Event) -> in
         push=sidecar.push_url,
         per_process=settings.per_process,
         state_dir=settings.state_dir,
-        token=settings.token is not None,
+        token=bool(settings.token),  # an empty --token is no token
         probe=probe is not None,
     )
     if probe is not None:

@@ -2,7 +2,7 @@
 
 * **metrics** (``--listen``, all interfaces by default): ``GET /metrics`` (text or
   OpenMetrics by ``Accept``, gzip by ``Accept-Encoding``), ``GET /healthz``,
-  ``GET /api/pools``.
+  ``GET /api/pools``. A ``POST /v1/push`` here is answered 404 with where pushes go.
 * **push** (``--push-listen``, loopback by default): ``POST /v1/push`` with an optional
   ``Authorization: Bearer <token>``; also ``GET /healthz``.
 
@@ -43,6 +43,11 @@ from sqlalchemy_pool_exporter.sidecar.settings import SidecarSettings
 from sqlalchemy_pool_exporter.sidecar.views import api_document
 
 log = get_logger(__name__)
+#: The answer to a push sent to the metrics listener instead of the push listener.
+PUSH_TO_METRICS_PORT = (
+    "pushes go to the push listener (POOL_EXPORTER_PUSH_LISTEN), not the metrics port"
+)
+MAX_DISCARDED_BODY = 1_048_576
 
 
 class _Server(ThreadingHTTPServer):
@@ -53,6 +58,17 @@ class _Server(ThreadingHTTPServer):
 
 class _Server6(_Server):
     address_family = socket.AF_INET6
+
+
+class ListenError(OSError):
+    """A listener could not be bound; ``setting`` and ``address`` say which one."""
+
+    def __init__(self, setting: str, address: str, cause: OSError) -> None:
+        # socket.create_server appends the address to strerror; say it once, as given.
+        reason = (cause.strerror or str(cause)).split(" (while attempting to bind", 1)[0]
+        super().__init__(cause.errno, reason)
+        self.setting = setting
+        self.address = address
 
 
 def _split(hostport: str) -> tuple[str, int]:
@@ -109,15 +125,18 @@ class Sidecar:
         if self.keeper is not None:
             self.keeper.open()  # before the first push can arrive
         try:
-            metrics = self._bind(self.settings.listen, _metrics_handler(self))
+            try:
+                metrics = self._bind(self.settings.listen, _metrics_handler(self))
+            except OSError as exc:
+                raise ListenError("listen", self.settings.listen, exc) from exc
             try:
                 host, port = _split(self.settings.push_listen)
                 family = socket.AF_INET6 if ":" in host else socket.AF_INET
                 sock = socket.create_server((host, port), family=family, backlog=256)
-            except OSError:
+            except OSError as exc:
                 metrics.server_close()
-                raise
-        except OSError:
+                raise ListenError("push_listen", self.settings.push_listen, exc) from exc
+        except ListenError:
             if self.keeper is not None:
                 self.keeper.close(save=False)
             raise
@@ -279,6 +298,14 @@ class _Handler(BaseHTTPRequestHandler):
     def send_json(self, status: int, doc: Any) -> None:
         self.send_body(status, json.dumps(doc, separators=(",", ":")).encode(), "application/json")
 
+    def discard_body(self) -> None:
+        """Read a request body this handler does not use (or give up the connection)."""
+        length = self.headers.get("Content-Length") or ""
+        if length.isdigit() and int(length) <= MAX_DISCARDED_BODY:
+            self.rfile.read(int(length))
+        else:  # unknown or too long to read for nothing: answer, then close
+            self.close_connection = True
+
     def healthz(self) -> None:
         self.send_json(200, {"status": "ok", "processes": self.sidecar.aggregator.live_count()})
 
@@ -309,6 +336,16 @@ def _metrics_handler(sidecar: Sidecar) -> type[BaseHTTPRequestHandler]:
                 self.send_json(404, {"error": f"no such path {path[:80]!r}"})
 
         do_HEAD = do_GET
+
+        def do_POST(self) -> None:
+            # An app whose push URL names this port would otherwise get a bare 501 and
+            # log only that: say where pushes go instead.
+            path = urlsplit(self.path).path
+            self.discard_body()
+            if path == PUSH_PATH:
+                self.send_json(404, {"error": PUSH_TO_METRICS_PORT})
+            else:
+                self.send_json(404, {"error": f"no such path {path[:80]!r}"})
 
     MetricsHandler.sidecar = sidecar
     return MetricsHandler

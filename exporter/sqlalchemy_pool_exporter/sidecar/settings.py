@@ -26,7 +26,9 @@ def _check_hostport(value: str) -> str:
 class SidecarSettings(BaseSettings):
     """Options of ``sqlalchemy-pool-exporter serve``."""
 
-    model_config = SettingsConfigDict(env_prefix=PREFIX, extra="ignore")
+    # An empty variable is unset: POOL_EXPORTER_TOKEN= must not mean "a token is
+    # required" to the log and "any token will do" to the check.
+    model_config = SettingsConfigDict(env_prefix=PREFIX, extra="ignore", env_ignore_empty=True)
 
     listen: str = Field(
         default="0.0.0.0:9187", description="host:port for /metrics, /healthz, /api/pools."
