@@ -1,5 +1,10 @@
 """``instrument(engine)``: attach the exporter to an engine, once, reversibly.
 
+Instrumenting an engine again returns its stats: the first options stay. One exception:
+an engine ``sqlalchemy-pool-exporter run`` instrumented on its own (environment options
+only, :func:`instrument_automatically`) takes the options of the app's own call —
+re-attached if they differ, so the app's ``name=`` and thresholds are what it reports.
+
 The module that holds the engines is imported as ``instrumented``: ``instrument()``
 takes a keyword argument ``registry`` (a prometheus_client registry) of its own.
 """
@@ -86,6 +91,13 @@ def instrument(
     )
     with instrumented.lock:
         existing = instrumented.lookup(sync)
+        if existing is not None and existing.automatic:
+            existing.automatic = False
+            if not _same_options(existing.stats, name, settings, bounds):
+                # `run` got there first with the environment's options: the app's own win.
+                instrumented.remove(sync)
+                existing.wiring.detach()
+                existing = None
         if existing is not None:
             inst = existing
         else:
@@ -106,6 +118,27 @@ def instrument(
     runtime.started(settings, REGISTRY if registry is _DEFAULT else registry)
     log.debug("pool instrumented", pool=inst.stats.name)
     return inst.stats
+
+
+def instrument_automatically(engine: Engine) -> None:
+    """Instrument a new engine with the environment's options unless it already is (``run``)."""
+    if instrumented.lookup(engine) is not None:
+        return
+    instrument(engine)
+    inst = instrumented.lookup(engine)
+    if inst is not None:
+        inst.automatic = True
+
+
+def _same_options(
+    stats: PoolStats, name: str | None, settings: AppSettings, bounds: tuple[float, ...]
+) -> bool:
+    return (
+        (name is None or name == stats.name)
+        and settings.leak_threshold == stats.leak_threshold
+        and settings.peak_window == stats.peak_window
+        and bounds == stats.wait.bounds
+    )
 
 
 def _otel_module(*, explicit: bool) -> Any:

@@ -31,6 +31,10 @@ _registry: dict[int, Instrumentation] = {}
 class Instrumentation:
     """One engine's exporter state: its stats, its event wiring and its static info."""
 
+    #: Instrumented by ``sqlalchemy-pool-exporter run`` with the environment's options
+    #: alone: the app's own ``instrument()`` call, with options of its own, takes over.
+    automatic = False
+
     def __init__(self, engine: Engine, stats: PoolStats) -> None:
         self._engine_ref = weakref.ref(engine)
         self.stats = stats
