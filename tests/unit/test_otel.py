@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import os
-import subprocess
-import sys
-import textwrap
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -17,6 +13,7 @@ from opentelemetry.sdk.metrics.export import AggregationTemporality, InMemoryMet
 from sqlalchemy import Engine, exc
 
 import sqlalchemy_pool_exporter
+from sqlalchemy_pool_exporter.instrumentation import otel as otel_bridge
 from sqlalchemy_pool_exporter.instrumentation.histogram import DEFAULT_BUCKETS
 from sqlalchemy_pool_exporter.protocol.catalog import (
     OTEL_IDLE_MIN,
@@ -24,7 +21,6 @@ from sqlalchemy_pool_exporter.protocol.catalog import (
     POOL_METRICS,
     otel_instrument,
 )
-from tests.integration.conftest import ROOT
 from tests.otel_points import Key, Point, named, sdk_points
 
 POOL = {OTEL_POOL_ATTRIBUTE: "main"}
@@ -95,7 +91,7 @@ def test_semantic_convention_values_are_exact(
 
     waiter = threading.Thread(target=wait)
     waiter.start()
-    deadline = 50
+    deadline = 500  # polls of 20 ms
     while stats.read(top=0).pending != 1 and deadline:
         waiter.join(0.02)
         deadline -= 1
@@ -232,86 +228,24 @@ def test_meter_provider_alone_turns_otel_on_and_otel_false_keeps_it_off(
     assert otel.collect() == {}
 
 
-def run_python(code: str, **env: str) -> subprocess.CompletedProcess[str]:
-    """``code`` in a fresh interpreter (the global MeterProvider can be set once only)."""
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith("POOL_EXPORTER_")}
-    full_env.update(env, PYTHONPATH=str(ROOT))
-    return subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)],
-        capture_output=True,
-        text=True,
-        env=full_env,
-        cwd=ROOT,
-        timeout=60,
-        check=False,
+def test_a_burst_beyond_the_replay_budget_is_reported_late_never_lost(
+    make_engine: Callable[..., Engine], otel: Otel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # No time at all: each histogram replays up to its first look at the clock (256).
+    monkeypatch.setattr(otel_bridge, "REPLAY_SECONDS", 0.0)
+    engine = make_engine()
+    sqlalchemy_pool_exporter.instrument(
+        engine, name="main", registry=None, meter_provider=otel.provider
     )
-
-
-def test_otel_off_never_imports_opentelemetry(tmp_path: object) -> None:
-    done = run_python(
-        """
-        import sys
-        from sqlalchemy import create_engine
-        import sqlalchemy_pool_exporter
-        engine = create_engine("sqlite://")
-        sqlalchemy_pool_exporter.instrument(engine)
-        engine.connect().close()
-        print(sorted(m for m in sys.modules if m.startswith("opentelemetry")))
-        """
+    for _ in range(600):
+        engine.raw_connection().close()
+    counts = []
+    for _ in range(4):
+        points = otel.collect()
+        counts.append(named(points, "db.client.connection.wait_time", POOL).count)
+    assert counts == [256, 512, 600, 600]
+    assert_histogram(
+        named(points, "db.client.connection.wait_time", POOL),
+        stats_of("main").read(top=0).histograms["wait_seconds"],
+        600,
     )
-    assert done.returncode == 0, done.stderr
-    assert done.stdout == "[]\n"
-
-
-def test_environment_turns_otel_on_through_the_global_meter_provider() -> None:
-    done = run_python(
-        """
-        from opentelemetry import metrics
-        from opentelemetry.sdk.metrics import MeterProvider
-        from opentelemetry.sdk.metrics.export import InMemoryMetricReader
-        from sqlalchemy import create_engine
-        import sqlalchemy_pool_exporter
-        engine = create_engine("sqlite://")
-        sqlalchemy_pool_exporter.instrument(engine, name="env")
-        # The global provider may be set after instrument(): the API's proxy forwards.
-        reader = InMemoryMetricReader()
-        metrics.set_meter_provider(MeterProvider(metric_readers=[reader]))
-        for _ in range(3):
-            engine.connect().close()
-        for m in reader.get_metrics_data().resource_metrics[0].scope_metrics[0].metrics:
-            if m.name == "sqlalchemy.pool.checkouts":
-                print(m.data.data_points[0].value, dict(m.data.data_points[0].attributes))
-        """,
-        POOL_EXPORTER_OTEL="true",
-    )
-    assert done.returncode == 0, done.stderr
-    assert done.stdout == "3 {'db.client.connection.pool.name': 'env'}\n"
-
-
-def test_without_opentelemetry_installed() -> None:
-    # ``None`` in sys.modules makes ``import opentelemetry`` fail as if it were absent.
-    done = run_python(
-        """
-        import sys
-        sys.modules["opentelemetry"] = None
-        from sqlalchemy import create_engine
-        import sqlalchemy_pool_exporter
-        engine = create_engine("sqlite://")
-        try:
-            sqlalchemy_pool_exporter.instrument(engine, otel=True)
-        except ImportError as e:
-            print("explicit:", e)
-        print("instrumented:", len(sqlalchemy_pool_exporter.instrumentations()))
-        sqlalchemy_pool_exporter.instrument(engine)  # POOL_EXPORTER_OTEL=true: logged
-        print("instrumented:", len(sqlalchemy_pool_exporter.instrumentations()))
-        """,
-        POOL_EXPORTER_OTEL="true",
-    )
-    assert done.returncode == 0, done.stderr
-    assert done.stdout == (
-        "explicit: otel needs opentelemetry-api: pip install "
-        "'sqlalchemy-pool-exporter[otel]'\n"
-        "instrumented: 0\n"
-        "instrumented: 1\n"
-    )
-    assert "ignoring POOL_EXPORTER_OTEL" in done.stderr

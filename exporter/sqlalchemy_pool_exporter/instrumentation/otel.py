@@ -17,21 +17,26 @@ per collection — by the first callback of each collection cycle, whichever tha
 
 Histograms have no observable form in the API and no way to take pre-aggregated
 buckets (the Python SDK has no metric producer either). Recording each checkout's wait
-and use on the hot path would cost two SDK ``Histogram.record()`` calls per cycle, each
-several times the exporter's whole budget (see ``benchmarks/overhead.py``). So the
-histograms are *replayed* when a collection takes its snapshot: the growth of each
-bucket since the last collection is recorded as representative values inside that
-bucket (:mod:`~sqlalchemy_pool_exporter.instrumentation.replay`), into synchronous
-histograms advised to use the exporter's bucket bounds. Counts, bucket
-counts and sums come out exact; the cost, one ``record()`` per observation, moves from
-the request to the exporting thread.
+and use on the hot path is out of the question: one SDK ``Histogram.record()`` costs
+about what a whole bare checkout+checkin does (21.8 µs against 22.0 µs, measured by
+``benchmarks/overhead.py --processes 3`` on a loaded shared 2-core machine), so two per
+cycle would triple it, against a budget of 1 µs. So the histograms are *replayed* when
+a collection takes its snapshot: the growth of each bucket since the last collection is
+recorded as representative values inside that bucket
+(:mod:`~sqlalchemy_pool_exporter.instrumentation.replay`), into synchronous histograms
+advised to use the exporter's bucket bounds. Counts, bucket counts and sums come out
+exact; the cost, one ``record()`` per wait and per use (40.6 µs per checkout+checkin on
+that machine), moves from the request to the exporting thread, and a collection spends
+at most :data:`REPLAY_SECONDS` on it (the rest is carried to the next one).
 """
 
 from __future__ import annotations
 
 import functools
+import math
 import os
 import threading
+import time
 import weakref
 from collections.abc import Iterable
 from typing import Any
@@ -43,8 +48,9 @@ from sqlalchemy_pool_exporter import __version__
 from sqlalchemy_pool_exporter.instrumentation import registry
 from sqlalchemy_pool_exporter.instrumentation.histogram import DEFAULT_BUCKETS
 from sqlalchemy_pool_exporter.instrumentation.registry import Instrumentation
-from sqlalchemy_pool_exporter.instrumentation.replay import Cursor, growth, representatives
+from sqlalchemy_pool_exporter.instrumentation.replay import Cursor, replay
 from sqlalchemy_pool_exporter.instrumentation.snapshot import pool_snapshot
+from sqlalchemy_pool_exporter.logs import get_logger
 from sqlalchemy_pool_exporter.protocol.catalog import (
     INFO_LABELS,
     OTEL_IDLE_MIN,
@@ -56,8 +62,11 @@ from sqlalchemy_pool_exporter.protocol.catalog import (
     otel_instrument,
 )
 
+log = get_logger(__name__)
 #: The instrumentation scope every instrument is created in.
 SCOPE = "sqlalchemy_pool_exporter"
+#: Longest a collection spends replaying histograms; the rest waits for the next one.
+REPLAY_SECONDS = 1.0
 _SECTION = {"gauge": "gauges", "counter": "counters", "histogram": "histograms"}
 #: A callback index above every real one: the first callback takes a snapshot.
 _NEVER = 1 << 30
@@ -85,6 +94,7 @@ class Bridge:
         self._lock = threading.Lock()
         self._pools: list[_Pool] = []
         self._last_index = _NEVER
+        self._warned_at = -math.inf
         self._cursors: weakref.WeakKeyDictionary[Instrumentation, dict[str, Cursor]] = (
             weakref.WeakKeyDictionary()
         )
@@ -156,6 +166,8 @@ class Bridge:
     def _refresh(self) -> None:
         """Snapshot every attached pool, and replay the histograms' growth since last time."""
         pools: list[_Pool] = []
+        deadline = time.perf_counter() + REPLAY_SECONDS
+        left = 0
         for inst in registry.instrumentations():
             if inst not in self._members:
                 continue
@@ -166,12 +178,19 @@ class Bridge:
             pools.append((attributes, snap))
             cursors = self._cursors.setdefault(inst, {})
             for field, histogram in self._histograms:
+                record = functools.partial(_record, histogram, attributes)
                 data = snap["histograms"][field]
-                deltas, total, cursors[field] = growth(data, cursors.get(field))
-                for value, times in representatives(data["buckets"], deltas, total):
-                    for _ in range(times):
-                        histogram.record(value, attributes)
+                cursors[field], behind = replay(record, data, cursors.get(field), deadline)
+                left += behind
         self._pools = pools
+        now = time.monotonic()
+        if left and now - self._warned_at > 60:
+            self._warned_at = now
+            log.warning("OpenTelemetry histograms behind", carried_to_next_collection=left)
+
+
+def _record(histogram: Any, attributes: dict[str, str], value: float) -> None:
+    histogram.record(value, attributes)
 
 
 def _observations(row: Metric | None, pools: list[_Pool]) -> Iterable[Observation]:

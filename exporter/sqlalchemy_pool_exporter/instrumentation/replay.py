@@ -14,16 +14,24 @@ the growth of the sum; observations beyond the last bound take the rest. What it
 keep: the minimum and maximum a backend derives from the recorded values are these
 representatives, not observed extremes; and a backend that re-buckets (other bounds, an
 exponential histogram) places them where the representatives fall.
+
+A replay stops at a deadline (one ``record()`` costs microseconds, and the SDK fails a
+collection whose callbacks take longer than its timeout): what is left is carried over
+to the next collection, so a burst is reported late but never lost or counted twice.
 """
 
 from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from time import perf_counter
 
 from sqlalchemy_pool_exporter.protocol.wire import HistogramData
+
+#: How many records between two looks at the clock.
+_CHECK_EVERY = 256
 
 
 @dataclass(frozen=True)
@@ -53,8 +61,8 @@ def growth(data: HistogramData, cursor: Cursor | None) -> tuple[list[int], float
 
 def representatives(
     bounds: Sequence[float], deltas: Sequence[int], total: float
-) -> list[tuple[float, int]]:
-    """(value, times) per bucket that grew: each value inside its bucket, adding up to ``total``.
+) -> list[tuple[int, float, int]]:
+    """(bucket, value, times) per bucket that grew: values inside, adding up to ``total``.
 
     ``deltas`` has one count per finite bound plus the last for +Inf; bucket ``i`` holds
     values in ``(bounds[i-1], bounds[i]]`` (the first from 0).
@@ -73,12 +81,47 @@ def representatives(
         t = (total - low_sum) / width if width > 0 else 1.0
     t = min(1.0, max(0.0, t))
     out = [
-        (_inside(lows[i] + t * (bounds[i] - lows[i]), lows[i], bounds[i], i), d) for i, d in finite
+        (i, _inside(lows[i] + t * (bounds[i] - lows[i]), lows[i], bounds[i], i), d)
+        for i, d in finite
     ]
     if beyond:
-        rest = total - math.fsum(v * d for v, d in out)
-        out.append((max(rest / beyond, math.nextafter(bounds[-1], math.inf)), beyond))
+        rest = total - math.fsum(v * d for _, v, d in out)
+        value = max(rest / beyond, math.nextafter(bounds[-1], math.inf))
+        out.append((len(bounds), value, beyond))
     return out
+
+
+def replay(
+    record: Callable[[float], object],
+    data: HistogramData,
+    cursor: Cursor | None,
+    deadline: float,
+) -> tuple[Cursor, int]:
+    """Record the growth of ``data`` since ``cursor`` until ``deadline`` (``perf_counter``).
+
+    Returns the cursor after what was recorded, and how many observations are left over.
+    """
+    deltas, total, now = growth(data, cursor)
+    done = [0] * len(deltas)
+    done_sum = 0.0
+    calls = 0
+    for bucket, value, times in representatives(data["buckets"], deltas, total):
+        for _ in range(times):
+            if calls % _CHECK_EVERY == 0 and calls and perf_counter() > deadline:
+                break
+            record(value)
+            calls += 1
+            done[bucket] += 1
+        done_sum += value * done[bucket]
+        if done[bucket] < times:
+            break
+    left = sum(deltas) - calls
+    if not left:
+        return now, 0
+    # Partly recorded: move the cursor by exactly what was recorded.
+    start = [c - d for c, d in zip(now.counts, deltas, strict=True)]
+    counts = tuple(s + d for s, d in zip(start, done, strict=True))
+    return Cursor(counts, now.sum - total + done_sum), left
 
 
 def _inside(value: float, low: float, high: float, index: int) -> float:
