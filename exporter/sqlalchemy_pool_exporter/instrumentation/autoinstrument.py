@@ -61,16 +61,13 @@ def install() -> None:
         sys.meta_path.insert(0, _Finder())
 
 
-def installed() -> bool:
-    """True once every new Engine of this process gets instrumented."""
-    module = sys.modules.get(TARGET)
-    hook = getattr(getattr(module, "Dialect", None), "engine_created", None)
-    return getattr(getattr(hook, "__func__", None), _MARK, False) is True
-
-
 def _hook(interfaces: ModuleType) -> None:
     dialect: Any = interfaces.Dialect
-    original = dialect.__dict__["engine_created"].__func__
+    hook = vars(dialect).get("engine_created")
+    original = getattr(hook, "__func__", None)
+    if original is None:
+        print("sqlalchemy-pool-exporter: this SQLAlchemy has no engine hook", file=sys.stderr)
+        return
     if getattr(original, _MARK, False):
         return  # hooked already (a second sitecustomize on the path, say)
 
