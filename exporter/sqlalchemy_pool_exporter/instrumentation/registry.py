@@ -75,7 +75,10 @@ def add(engine: Engine, inst: Instrumentation) -> None:
     key = id(engine)
     with lock:
         _registry[key] = inst
-    weakref.finalize(engine, _forget, key, inst)
+    # Not at exit: finalizers left then all run from weakref's own atexit hook, which runs
+    # before the final push whenever it was registered after it (SQLAlchemy 2.0 creates no
+    # finalizer of its own earlier), and the final push would find no pool to report.
+    weakref.finalize(engine, _forget, key, inst).atexit = False
 
 
 def remove(engine: Engine) -> Instrumentation | None:
