@@ -226,12 +226,6 @@ def attach(inst: Instrumentation, meter_provider: Any = None) -> None:
     entry[1].add(inst)
 
 
-def bridges() -> list[Bridge]:
-    """Every bridge of this process."""
-    with _lock:
-        return [bridge for _, bridge in _bridges.values()]
-
-
 def _after_fork_child() -> None:
     global _lock
     _lock = threading.Lock()
