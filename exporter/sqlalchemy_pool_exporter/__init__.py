@@ -15,9 +15,13 @@ does not load SQLAlchemy by importing this package.
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, Any
 
+# Not ``typing.TYPE_CHECKING``: ``run`` imports this package into every Python process of
+# its command at start-up, and typing alone would double what that costs them.
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any
+
     from sqlalchemy_pool_exporter.instrumentation.embedded import PoolCollector as PoolCollector
     from sqlalchemy_pool_exporter.instrumentation.embedded import (
         start_http_server as start_http_server,

@@ -160,3 +160,24 @@ def test_entrypoint_serves_healthz_and_the_healthcheck_sees_it(
             process.wait(5)
     # Nobody listens any more: the healthcheck must now fail.
     assert _healthcheck(image_venv, tmp_path, port) == 1
+
+
+def test_run_and_the_url_plugin_work_from_the_wheel(image_venv: ImageVenv, tmp_path: Path) -> None:
+    # The bootstrap sitecustomize and the sqlalchemy.plugins entry point ship in the wheel.
+    code = (
+        "from sqlalchemy import create_engine\n"
+        "import sqlalchemy_pool_exporter as e\n"
+        "a = create_engine('sqlite://')\n"
+        "b = create_engine('sqlite://?plugin=pool_exporter&pool_exporter_name=plugged')\n"
+        "print(sorted((i.stats.name, i.automatic) for i in e.instrumentations()))"
+    )
+    result = subprocess.run(
+        [str(image_venv.bin / "sqlalchemy-pool-exporter"), "run", "--", "python", "-c", code],
+        cwd=tmp_path,
+        env=image_venv.env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "[('plugged', False), ('sqlite://', True)]\n"

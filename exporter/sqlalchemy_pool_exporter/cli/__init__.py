@@ -28,6 +28,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "sqlalchemy_pool_exporter.cli.assets",
         "write the bundled dashboards and alert rules to a directory",
     ),
+    "run": (
+        "sqlalchemy_pool_exporter.cli.run",
+        "run a command with every SQLAlchemy engine of its Python processes instrumented",
+    ),
 }
 
 

@@ -1,5 +1,10 @@
 """``instrument(engine)``: attach the exporter to an engine, once, reversibly.
 
+Instrumenting an engine again returns its stats: the first options stay. One exception:
+an engine ``sqlalchemy-pool-exporter run`` instrumented on its own (environment options
+only, :func:`instrument_automatically`) takes the options of the app's own call —
+re-attached if they differ, so the app's ``name=`` and thresholds are what it reports.
+
 The module that holds the engines is imported as ``instrumented``: ``instrument()``
 takes a keyword argument ``registry`` (a prometheus_client registry) of its own.
 """
@@ -83,6 +88,8 @@ def instrument(
     push_url: str | None = None,
     push_interval: float | None = None,
     app: str | None = None,
+    otel: bool | None = None,
+    meter_provider: Any = None,
 ) -> PoolStats:
     """Attach pool metrics to ``engine`` (sync or async); idempotent; returns its stats."""
     sync = sync_engine(engine)
@@ -92,31 +99,83 @@ def instrument(
         push_url=push_url,
         push_interval=push_interval,
         app=app,
+        otel=otel,
     )
     bounds = DEFAULT_BUCKETS if buckets is None else validate_buckets(buckets)
     if name is not None and (not name or len(name) > 200):
         raise ValueError("name must be 1..200 characters")
+    # A meter_provider asks for OpenTelemetry by itself; otel=False still says no.
+    use_otel = settings.otel if otel is not None or meter_provider is None else True
+    bridge = (
+        _otel_module(explicit=otel is not None or meter_provider is not None) if use_otel else None
+    )
     with instrumented.lock:
         existing = instrumented.lookup(sync)
+        if existing is not None and existing.automatic:
+            existing.automatic = False
+            if not _same_options(existing.stats, name, settings, bounds):
+                # `run` got there first with the environment's options: the app's own win.
+                instrumented.remove(sync)
+                existing.wiring.detach()
+                existing = None
         if existing is not None:
-            return existing.stats
-        stats = PoolStats(
-            instrumented.unique_name(name or default_name(sync)),
-            leak_threshold=settings.leak_threshold,
-            peak_window=settings.peak_window,
-            buckets=bounds,
-        )
-        inst = Instrumentation(sync, stats)
-        inst.wiring.attach()
-        instrumented.add(sync, inst)
-    if not getattr(sys, "_is_gil_enabled", lambda: True)():
-        # The hot path relies on single statements being atomic under the GIL.
-        log.warning("free-threaded Python: pool counts may be approximate", pool=stats.name)
+            inst = existing
+        else:
+            stats = PoolStats(
+                instrumented.unique_name(name or default_name(sync)),
+                leak_threshold=settings.leak_threshold,
+                peak_window=settings.peak_window,
+                buckets=bounds,
+            )
+            inst = Instrumentation(sync, stats)
+            inst.wiring.attach()
+            instrumented.add(sync, inst)
+            if not getattr(sys, "_is_gil_enabled", lambda: True)():
+                # The hot path relies on single statements being atomic under the GIL.
+                log.warning("free-threaded Python: pool counts may be approximate", pool=stats.name)
+    if bridge is not None:
+        bridge.attach(inst, meter_provider)
     target = REGISTRY if registry is _DEFAULT else registry
     runtime.started(settings, target)
     embedded.check_multiprocess_mode(pushing=bool(settings.push_url), registered=target is REGISTRY)
-    log.debug("pool instrumented", pool=stats.name)
-    return stats
+    log.debug("pool instrumented", pool=inst.stats.name)
+    return inst.stats
+
+
+def instrument_automatically(engine: Engine) -> None:
+    """Instrument a new engine with the environment's options unless it already is (``run``)."""
+    if instrumented.lookup(engine) is not None:
+        return
+    instrument(engine)
+    inst = instrumented.lookup(engine)
+    if inst is not None:
+        inst.automatic = True
+
+
+def _same_options(
+    stats: PoolStats, name: str | None, settings: AppSettings, bounds: tuple[float, ...]
+) -> bool:
+    return (
+        (name is None or name == stats.name)
+        and settings.leak_threshold == stats.leak_threshold
+        and settings.peak_window == stats.peak_window
+        and bounds == stats.wait.bounds
+    )
+
+
+def _otel_module(*, explicit: bool) -> Any:
+    """The OpenTelemetry bridge, or None when the environment asked for it in vain."""
+    try:
+        # Lazily: opentelemetry-api is an optional extra, never imported unless asked for.
+        from sqlalchemy_pool_exporter.instrumentation import otel
+    except ImportError:
+        message = "otel needs opentelemetry-api: pip install 'sqlalchemy-pool-exporter[otel]'"
+        if explicit:
+            raise ImportError(message) from None
+        # POOL_EXPORTER_OTEL=true must not take the app down: say so, carry on without.
+        log.error("ignoring POOL_EXPORTER_OTEL", error=message)
+        return None
+    return otel
 
 
 def check_options(**options: Any) -> None:

@@ -32,6 +32,10 @@ _registry: dict[int, Instrumentation] = {}
 class Instrumentation:
     """One engine's exporter state: its stats, its event wiring and its static info."""
 
+    #: Instrumented by ``sqlalchemy-pool-exporter run`` with the environment's options
+    #: alone: the app's own ``instrument()`` call, with options of its own, takes over.
+    automatic = False
+
     def __init__(self, engine: Engine, stats: PoolStats) -> None:
         self._engine_ref = weakref.ref(engine)
         self.stats = stats
@@ -83,7 +87,10 @@ def add(engine: Engine, inst: Instrumentation) -> None:
     key = id(engine)
     with lock:
         _registry[key] = inst
-    weakref.finalize(engine, _forget, key, inst)
+    # Not at exit: finalizers left then all run from weakref's own atexit hook, which runs
+    # before the final push whenever it was registered after it (SQLAlchemy 2.0 creates no
+    # finalizer of its own earlier), and the final push would find no pool to report.
+    weakref.finalize(engine, _forget, key, inst).atexit = False
 
 
 def remove(engine: Engine) -> Instrumentation | None:

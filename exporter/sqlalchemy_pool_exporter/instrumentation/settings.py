@@ -45,6 +45,10 @@ class AppSettings(BaseSettings):
         default=30.0, gt=0, le=3600, description="Peak utilization window, s."
     )
     token: SecretStr | None = Field(default=None, description="Bearer token for pushes.")
+    otel: bool = Field(
+        default=False,
+        description="Also report through the OpenTelemetry Metrics API (needs the [otel] extra).",
+    )
 
     @field_validator("push_url")
     @classmethod

@@ -410,3 +410,43 @@ INTEGER_GAUGES = frozenset(_gauges(integer=True))
 def metric(name: str) -> Metric:
     """The catalog row named ``name`` (KeyError if there is none)."""
     return BY_NAME[name]
+
+
+# -- OpenTelemetry ---------------------------------------------------------------------
+# ``instrument(engine, otel=True)`` reports the pool rows through the OpenTelemetry
+# Metrics API too. A row the semantic conventions for database client connection pools
+# name is reported under their name, unit and attributes; every other pool row keeps its
+# meaning as ``sqlalchemy.pool.<name>`` (see :func:`otel_instrument`).
+
+#: Pool rows the semantic conventions name: row -> (instrument name, unit).
+OTEL_SEMCONV: dict[str, tuple[str, str]] = {
+    "sqlalchemy_pool_connections": ("db.client.connection.count", "{connection}"),
+    # pool_size is how many connections a QueuePool keeps open while idle.
+    "sqlalchemy_pool_size": ("db.client.connection.idle.max", "{connection}"),
+    "sqlalchemy_pool_max_connections": ("db.client.connection.max", "{connection}"),
+    "sqlalchemy_pool_pending": ("db.client.connection.pending_requests", "{request}"),
+    "sqlalchemy_pool_checkout_timeouts": ("db.client.connection.timeouts", "{timeout}"),
+    "sqlalchemy_pool_connect_seconds": ("db.client.connection.create_time", "s"),
+    "sqlalchemy_pool_wait_seconds": ("db.client.connection.wait_time", "s"),
+    "sqlalchemy_pool_use_seconds": ("db.client.connection.use_time", "s"),
+}
+#: The one instrument of the conventions with no row: SQLAlchemy's pools keep no minimum
+#: of idle connections, so it is 0 for every pool that has a size.
+OTEL_IDLE_MIN = ("db.client.connection.idle.min", "{connection}")
+#: The attribute naming the pool on every instrument (the ``pool`` label).
+OTEL_POOL_ATTRIBUTE = "db.client.connection.pool.name"
+#: Row labels the conventions name, with their values: (attribute, {label value: value}).
+OTEL_LABELS: dict[str, tuple[str, dict[str, str]]] = {
+    "state": ("db.client.connection.state", {"checked_out": "used", "idle": "idle"}),
+}
+_OTEL_UNITS = {"seconds": "s", "ratio": "1", "": "1"}
+
+
+def otel_instrument(row: Metric) -> tuple[str, str]:
+    """(OpenTelemetry instrument name, UCUM unit) of a pool row."""
+    if row.name in OTEL_SEMCONV:
+        return OTEL_SEMCONV[row.name]
+    # OpenTelemetry names carry no unit: the unit travels beside the name.
+    base = row.name.removeprefix("sqlalchemy_pool_").removesuffix("_seconds").removesuffix("_ratio")
+    unit = _OTEL_UNITS.get(row.unit, "{" + row.unit.removesuffix("s") + "}")
+    return f"sqlalchemy.pool.{base}", unit
