@@ -39,6 +39,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from sqlalchemy_pool_exporter.sidecar.server import Sidecar
 from sqlalchemy_pool_exporter.sidecar.settings import SidecarSettings
+from tests.integration.exit_harness import Program
 from tests.sidecar_log import watch_listening
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -202,3 +203,12 @@ def sidecar_process_factory() -> Iterator[Callable[..., RunningSidecar]]:
     yield make
     for running in started:
         running.stop()
+
+
+@pytest.fixture
+def programs() -> Iterator[list[Program]]:
+    """Programs a test starts (exit_harness.Program); what is left of them is killed after."""
+    started: list[Program] = []
+    yield started
+    for program in started:
+        program.kill()
