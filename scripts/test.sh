@@ -92,6 +92,17 @@ echo "== ruff, mypy (grafana)"; .venv/bin/ruff check grafana && .venv/bin/mypy -
 echo "== ruff, mypy (prometheus)"; .venv/bin/ruff check prometheus && .venv/bin/mypy --strict prometheus/generate.py
 # <<< Alert rules
 
+# >>> Process exit: the Celery test needs Redis on 127.0.0.1:6379; started here if absent.
+redis_up() { (exec 3<>/dev/tcp/127.0.0.1/6379) 2>/dev/null; }
+if ! redis_up; then
+    command -v redis-server >/dev/null 2>&1 || apt_install redis-server
+    if command -v redis-server >/dev/null 2>&1; then
+        redis-server --bind 127.0.0.1 --port 6379 --daemonize yes --save '' --appendonly no >/dev/null
+        for _ in $(seq 50); do redis_up && break; sleep 0.1; done
+    fi
+fi
+# <<< Process exit
+
 echo "== ruff"; .venv/bin/ruff check exporter tests benchmarks scripts
 .venv/bin/ruff format --check exporter tests benchmarks scripts
 echo "== mypy"; .venv/bin/mypy && .venv/bin/mypy --strict scripts/conformance.py

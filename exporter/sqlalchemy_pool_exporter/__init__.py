@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from sqlalchemy_pool_exporter.instrumentation.registry import (
         instrumentations as instrumentations,
     )
+    from sqlalchemy_pool_exporter.instrumentation.runtime import flush as flush
     from sqlalchemy_pool_exporter.instrumentation.stats import PoolStats as PoolStats
 
 __version__ = "0.1.0"
@@ -39,6 +40,7 @@ __version__ = "0.1.0"
 _PUBLIC = {
     "PoolCollector": "sqlalchemy_pool_exporter.instrumentation.embedded",
     "PoolStats": "sqlalchemy_pool_exporter.instrumentation.stats",
+    "flush": "sqlalchemy_pool_exporter.instrumentation.runtime",
     "instrument": "sqlalchemy_pool_exporter.instrumentation.engines",
     "instrumentations": "sqlalchemy_pool_exporter.instrumentation.registry",
     "start_http_server": "sqlalchemy_pool_exporter.instrumentation.embedded",

@@ -2,12 +2,27 @@
 
 Its fixtures (``sidecar``, ``sidecar_factory``, ``sidecar_process``,
 ``sidecar_process_factory``) live in ``tests/conftest.py``, so unit tests use the same
-ones; the helpers stay importable from here as well.
+ones; the helpers stay importable from here as well. ``programs`` holds the programs a
+process-exit test starts (``tests/integration/exit_harness.py``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
+import pytest
+
+from tests.integration.exit_harness import Program
 from tests.sidecars import ROOT as ROOT
 from tests.sidecars import RunningSidecar as RunningSidecar
 from tests.sidecars import start_sidecar as start_sidecar
 from tests.sidecars import start_sidecar_process as start_sidecar_process
+
+
+@pytest.fixture
+def programs() -> Iterator[list[Program]]:
+    """Programs a test starts (exit_harness.Program); what is left of them is killed after."""
+    started: list[Program] = []
+    yield started
+    for program in started:
+        program.kill()
