@@ -56,6 +56,7 @@ def pool(
         "utilization_ratio": 0.0,
         "peak_utilization_ratio": 0.0,
         "oldest_checkout_seconds": 0.0,
+        "oldest_wait_seconds": 0.0,
         "leaked_connections": 0,
     }
     g.update(gauges or {})

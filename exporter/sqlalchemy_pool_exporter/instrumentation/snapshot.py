@@ -62,6 +62,7 @@ def pool_snapshot(instrumentation: Any, *, top: int = 10) -> dict[str, Any] | No
         "utilization_ratio": reading.checked_out / limit if limit else None,
         "peak_utilization_ratio": reading.peak_checked_out / limit if limit else None,
         "oldest_checkout_seconds": reading.oldest_checkout_seconds,
+        "oldest_wait_seconds": reading.oldest_wait_seconds,
         "leaked_connections": reading.leaked,
     }
     if forks.lends_no_capacity(instrumentation, reading.checked_out, reading.counters["checkouts"]):

@@ -10,7 +10,11 @@ Concepts, as the metrics use them:
   forgotten connection on sync drivers) or at *detach* (the connection leaves the pool's
   custody; asyncio drivers reclaim forgotten connections this way). Invalidation does
   not end a checkout: the app still holds the (now dead) proxy until it closes it.
-* **pending** — callers inside ``pool.connect()`` that have not got a connection yet.
+* **pending** — callers inside ``pool.connect()`` that have not got a connection yet;
+  the oldest one's wait so far is ``oldest_wait_seconds``.
+* **cancellation** — a wait abandoned by a ``BaseException`` that is not an error: an
+  asyncio task cancelled (also by the caller's own ``asyncio.timeout``/``wait_for``),
+  ``KeyboardInterrupt``, a gevent timeout.
 * **wait** — time spent inside ``pool.connect()``: queue wait, opening a new connection,
   pre-ping. Waits that end in a ``QueuePool limit ... reached`` timeout are observed
   too, so the histogram shows how long callers hung before failing.
@@ -74,6 +78,7 @@ class StatsReading:
     leaked: int
     oldest_checkout_seconds: float
     histograms: dict[str, Any]
+    oldest_wait_seconds: float = 0.0
     held: list[HeldConnection] = field(default_factory=list)
 
 
@@ -98,6 +103,7 @@ class PoolStats:
         "use",
         "wait",
         "wait_timed_out",
+        "waiting",
         "waits_failed",
         "waits_started",
         *PLAIN_COUNTERS,
@@ -107,11 +113,18 @@ class PoolStats:
     connections_created: int
     connect_errors: int
     connections_closed: int
-    invalidations_hard: int
-    invalidations_soft: int
+    invalidations_hard_pre_ping: int
+    invalidations_hard_error: int
+    invalidations_hard_explicit: int
+    invalidations_hard_other: int
+    invalidations_soft_pre_ping: int
+    invalidations_soft_error: int
+    invalidations_soft_explicit: int
+    invalidations_soft_other: int
     leaks: int
     gc_reclaimed: int
     fork_inherited_connections: int
+    checkout_cancellations: int
 
     def __init__(
         self,
@@ -134,6 +147,9 @@ class PoolStats:
         self.waits_started = itertools.count()
         self.waits_failed = 0  # connect errors and re-entrant checkouts end a wait too
         self._started_base = 0  # waits started before the last reset (fork)
+        # wait number -> perf_counter at its start, while the caller is inside connect():
+        # the oldest one is ``oldest_wait_seconds`` (a store and a delete per checkout).
+        self.waiting: dict[int, float] = {}
         self.held: dict[Any, HeldEntry] = {}
         # record -> the held entry that was flagged; a flag counts only while that very
         # entry is still held, so a race with its return can never leave a stale leak.
@@ -162,6 +178,7 @@ class PoolStats:
         self._started_base = _count_value(self.waits_started)
         self.held.clear()
         self.leaked.clear()
+        self.waiting.clear()
         for hist in (self.wait, self.wait_timed_out, self.use, self.connect):
             hist.counts[:] = [0] * len(hist.counts)
             hist.sum = 0.0
@@ -229,6 +246,7 @@ class PoolStats:
         with self.lock:
             counters = {n: getattr(self, n) for n in COUNTER_FIELDS}
             held = list(self.held.items())  # one C call: a consistent copy
+            waits = list(self.waiting.values())
             leaked = self.leaked
             entries = sorted(
                 ((now - e[0], e, leaked.get(rec) is e) for rec, e in held),
@@ -243,6 +261,7 @@ class PoolStats:
                 peak_checked_out=peak,
                 leaked=sum(1 for _, _, is_leaked in entries if is_leaked),
                 oldest_checkout_seconds=entries[0][0] if entries else 0.0,
+                oldest_wait_seconds=max(0.0, now - min(waits)) if waits else 0.0,
                 histograms={
                     "wait_seconds": self.wait.data(self.wait_timed_out),
                     "use_seconds": self.use.data(),
