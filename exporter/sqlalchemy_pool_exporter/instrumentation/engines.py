@@ -14,8 +14,8 @@ from prometheus_client import REGISTRY
 from pydantic import ValidationError
 from sqlalchemy.engine import Engine
 
+from sqlalchemy_pool_exporter.instrumentation import attribution, runtime
 from sqlalchemy_pool_exporter.instrumentation import registry as instrumented
-from sqlalchemy_pool_exporter.instrumentation import runtime
 from sqlalchemy_pool_exporter.instrumentation.histogram import DEFAULT_BUCKETS, validate_buckets
 from sqlalchemy_pool_exporter.instrumentation.poolstate import default_name
 from sqlalchemy_pool_exporter.instrumentation.registry import Instrumentation
@@ -63,6 +63,7 @@ def instrument(
     push_url: str | None = None,
     push_interval: float | None = None,
     app: str | None = None,
+    stamp_application_name: bool | None = None,
 ) -> PoolStats:
     """Attach pool metrics to ``engine`` (sync or async); idempotent; returns its stats."""
     sync = _sync_engine(engine)
@@ -72,6 +73,7 @@ def instrument(
         push_url=push_url,
         push_interval=push_interval,
         app=app,
+        stamp_application_name=stamp_application_name,
     )
     bounds = DEFAULT_BUCKETS if buckets is None else validate_buckets(buckets)
     if name is not None and (not name or len(name) > 200):
@@ -88,6 +90,8 @@ def instrument(
         )
         inst = Instrumentation(sync, stats)
         inst.wiring.attach()
+        if settings.stamp_application_name:
+            attribution.attach(sync, settings.app, instrumented.reporter)
         instrumented.add(sync, inst)
     if not getattr(sys, "_is_gil_enabled", lambda: True)():
         # The hot path relies on single statements being atomic under the GIL.
@@ -103,4 +107,5 @@ def uninstrument(engine: Any) -> bool:
     if inst is None:
         return False
     inst.wiring.detach()
+    attribution.detach(_sync_engine(engine))
     return True

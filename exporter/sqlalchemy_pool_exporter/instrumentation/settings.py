@@ -43,6 +43,10 @@ class AppSettings(BaseSettings):
         default=30.0, gt=0, le=3600, description="Peak utilization window, s."
     )
     token: SecretStr | None = Field(default=None, description="Bearer token for pushes.")
+    stamp_application_name: bool = Field(
+        default=False,
+        description="Name new PostgreSQL connections after the app process (attribution).",
+    )
 
     @field_validator("push_url")
     @classmethod

@@ -75,11 +75,15 @@ def pool_snapshot(instrumentation: Any, *, top: int = 10) -> dict[str, Any] | No
         "gauges": gauges,
         "counters": reading.counters,
         "histograms": reading.histograms,
-        "held": [
-            {"age_seconds": h.age_seconds, "site": h.site, "thread": h.thread, "leaked": h.leaked}
-            for h in reading.held
-        ],
+        "held": [_held(h) for h in reading.held],
     }
+
+
+def _held(h: Any) -> dict[str, Any]:
+    entry = {"age_seconds": h.age_seconds, "site": h.site, "thread": h.thread, "leaked": h.leaked}
+    if h.backend_pid is not None:
+        entry["backend_pid"] = h.backend_pid
+    return entry
 
 
 def process_snapshot(

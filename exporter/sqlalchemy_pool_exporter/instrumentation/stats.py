@@ -40,6 +40,7 @@ from types import CodeType
 from typing import Any
 
 from sqlalchemy_pool_exporter.instrumentation import sites
+from sqlalchemy_pool_exporter.instrumentation.attribution import record_backend_pid
 from sqlalchemy_pool_exporter.instrumentation.histogram import DEFAULT_BUCKETS, Histogram
 from sqlalchemy_pool_exporter.logs import get_logger
 from sqlalchemy_pool_exporter.protocol.catalog import COUNTER_FIELDS
@@ -65,6 +66,8 @@ class HeldConnection:
     site: str
     thread: str
     leaked: bool
+    #: the server's pid of the connection, when attribution recorded it
+    backend_pid: int | None = None
 
 
 @dataclass
@@ -249,7 +252,7 @@ class PoolStats:
             waits = list(self.waiting.values())
             leaked = self.leaked
             entries = sorted(
-                ((now - e[0], e, leaked.get(rec) is e) for rec, e in held),
+                ((now - e[0], e, leaked.get(rec) is e, rec) for rec, e in held),
                 key=lambda item: -item[0],
             )
             finished = counters["checkouts"] + counters["checkout_timeouts"] + self.waits_failed
@@ -259,7 +262,7 @@ class PoolStats:
                 pending=max(0, started - finished),
                 checked_out=len(held),
                 peak_checked_out=peak,
-                leaked=sum(1 for _, _, is_leaked in entries if is_leaked),
+                leaked=sum(1 for _, _, is_leaked, _ in entries if is_leaked),
                 oldest_checkout_seconds=entries[0][0] if entries else 0.0,
                 oldest_wait_seconds=max(0.0, now - min(waits)) if waits else 0.0,
                 histograms={
@@ -274,8 +277,9 @@ class PoolStats:
                 site=_site(entry),
                 thread=sites.thread_name(entry[3]),
                 leaked=leaked,
+                backend_pid=record_backend_pid(rec),
             )
-            for age, entry, leaked in entries[:top]
+            for age, entry, leaked, rec in entries[:top]
         ]
         return reading
 

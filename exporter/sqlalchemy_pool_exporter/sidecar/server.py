@@ -2,7 +2,7 @@
 
 * **metrics** (``--listen``, all interfaces by default): ``GET /metrics`` (text or
   OpenMetrics by ``Accept``, gzip by ``Accept-Encoding``), ``GET /healthz``,
-  ``GET /api/pools``.
+  ``GET /api/pools``, ``GET /api/diagnosis``.
 * **push** (``--push-listen``, loopback by default): ``POST /v1/push`` with an optional
   ``Authorization: Bearer <token>``; also ``GET /healthz``.
 
@@ -37,9 +37,9 @@ from sqlalchemy_pool_exporter.protocol.validation import parse_push
 from sqlalchemy_pool_exporter.protocol.wire import PUSH_PATH
 from sqlalchemy_pool_exporter.sidecar.aggregator import Aggregator
 from sqlalchemy_pool_exporter.sidecar.collector import PushCounters, SidecarCollector
+from sqlalchemy_pool_exporter.sidecar.diagnosis import diagnosis_document, pools_document
 from sqlalchemy_pool_exporter.sidecar.pushserver import PushServer
 from sqlalchemy_pool_exporter.sidecar.settings import SidecarSettings
-from sqlalchemy_pool_exporter.sidecar.views import api_document
 
 log = get_logger(__name__)
 
@@ -96,6 +96,8 @@ class Sidecar:
         self.metrics_address: tuple[str, int] = ("", 0)
         self.push_address: tuple[str, int] = ("", 0)
         self._push: PushServer | None = None
+        #: the database probe serving this sidecar's server view (``serve`` sets it)
+        self.probe: Any = None
 
     # -- lifecycle ----------------------------------------------------------------
 
@@ -282,11 +284,15 @@ def _metrics_handler(sidecar: Sidecar) -> type[BaseHTTPRequestHandler]:
                 self.healthz()
             elif path == "/api/pools":
                 sidecar.aggregator.expire()
-                self.send_json(200, api_document(sidecar.aggregator))
+                self.send_json(200, pools_document(sidecar.aggregator, sidecar.probe))
+            elif path == "/api/diagnosis":
+                sidecar.aggregator.expire()
+                self.send_json(200, diagnosis_document(sidecar.aggregator, sidecar.probe))
             elif path == "/":
                 self.send_body(
                     200,
-                    b"sqlalchemy-pool-exporter sidecar: /metrics /healthz /api/pools\n",
+                    b"sqlalchemy-pool-exporter sidecar:"
+                    b" /metrics /healthz /api/pools /api/diagnosis\n",
                     "text/plain; charset=utf-8",
                 )
             else:
