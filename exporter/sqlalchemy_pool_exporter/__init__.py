@@ -18,6 +18,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from sqlalchemy_pool_exporter.instrumentation.diagnose import diagnose as diagnose
     from sqlalchemy_pool_exporter.instrumentation.embedded import PoolCollector as PoolCollector
     from sqlalchemy_pool_exporter.instrumentation.embedded import (
         start_http_server as start_http_server,
@@ -35,6 +36,7 @@ __version__ = "0.1.0"
 _PUBLIC = {
     "PoolCollector": "sqlalchemy_pool_exporter.instrumentation.embedded",
     "PoolStats": "sqlalchemy_pool_exporter.instrumentation.stats",
+    "diagnose": "sqlalchemy_pool_exporter.instrumentation.diagnose",
     "instrument": "sqlalchemy_pool_exporter.instrumentation.engines",
     "instrumentations": "sqlalchemy_pool_exporter.instrumentation.registry",
     "start_http_server": "sqlalchemy_pool_exporter.instrumentation.embedded",

@@ -6,7 +6,9 @@ database probe's last result (no query at request time; none without a probe).
 
 from __future__ import annotations
 
+from dataclasses import fields
 from typing import Any
+from urllib.parse import parse_qsl
 
 from sqlalchemy_pool_exporter.diagnosis.causes import Thresholds
 from sqlalchemy_pool_exporter.diagnosis.findings import document
@@ -39,3 +41,20 @@ def diagnosis_document(
     if server is not None:
         server = {**server, "sessions": doc.get("server_sessions", [])}
     return {**document(diagnose(doc["pools"], server, thresholds)), "probe": server is not None}
+
+
+def thresholds_from_query(query: str) -> Thresholds:
+    """Thresholds overridden by ``?name=value`` pairs; ValueError names a bad one."""
+    known = {f.name: f.type for f in fields(Thresholds)}
+    given: dict[str, Any] = {}
+    for name, value in parse_qsl(query):
+        if name not in known:
+            raise ValueError(f"unknown threshold {name[:40]!r}")
+        try:
+            number = float(value)
+        except ValueError:
+            raise ValueError(f"threshold {name}: not a number") from None
+        if not number >= 0:
+            raise ValueError(f"threshold {name}: must be >= 0")
+        given[name] = int(number) if name == "churn_checkouts" else number
+    return Thresholds(**given)

@@ -37,7 +37,11 @@ from sqlalchemy_pool_exporter.protocol.validation import parse_push
 from sqlalchemy_pool_exporter.protocol.wire import PUSH_PATH
 from sqlalchemy_pool_exporter.sidecar.aggregator import Aggregator
 from sqlalchemy_pool_exporter.sidecar.collector import PushCounters, SidecarCollector
-from sqlalchemy_pool_exporter.sidecar.diagnosis import diagnosis_document, pools_document
+from sqlalchemy_pool_exporter.sidecar.diagnosis import (
+    diagnosis_document,
+    pools_document,
+    thresholds_from_query,
+)
 from sqlalchemy_pool_exporter.sidecar.pushserver import PushServer
 from sqlalchemy_pool_exporter.sidecar.settings import SidecarSettings
 
@@ -286,8 +290,14 @@ def _metrics_handler(sidecar: Sidecar) -> type[BaseHTTPRequestHandler]:
                 sidecar.aggregator.expire()
                 self.send_json(200, pools_document(sidecar.aggregator, sidecar.probe))
             elif path == "/api/diagnosis":
+                try:
+                    limits = thresholds_from_query(urlsplit(self.path).query)
+                except ValueError as exc:
+                    self.send_json(400, {"error": str(exc)})
+                    return
                 sidecar.aggregator.expire()
-                self.send_json(200, diagnosis_document(sidecar.aggregator, sidecar.probe))
+                doc = diagnosis_document(sidecar.aggregator, sidecar.probe, limits)
+                self.send_json(200, doc)
             elif path == "/":
                 self.send_body(
                     200,

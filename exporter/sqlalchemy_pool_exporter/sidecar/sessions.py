@@ -40,18 +40,20 @@ def annotate(doc: dict[str, Any], sessions: list[dict[str, Any]] | None) -> dict
     """``doc`` (an ``/api/pools`` document) with server states and troubled sessions."""
     if sessions is None:
         return doc
-    by_owner: dict[tuple[str, int, int], dict[str, Any]] = {}
+    # A backend pid is unique on the server at any one time; the stamp's pid confirms
+    # that the session belongs to the process holding the connection.
+    by_owner: dict[tuple[int, int], dict[str, Any]] = {}
     for s in sessions:
         owner = s.get("owner") or {}
         if owner.get("pid") is not None and s.get("backend_pid") is not None:
-            by_owner[(str(owner.get("app")), int(owner["pid"]), int(s["backend_pid"]))] = s
-    pids = {p["process"]: (p["app"], p["pid"]) for p in doc.get("processes", [])}
+            by_owner[(int(owner["pid"]), int(s["backend_pid"]))] = s
+    pids = {p["process"]: p["pid"] for p in doc.get("processes", [])}
     holders: dict[int, dict[str, Any]] = {}
     for pool in doc.get("pools", []):
         for held in pool.get("held", []):
-            app, pid = pids.get(held.get("process"), (pool.get("app"), None))
+            pid = pids.get(held.get("process"))
             backend = held.get("backend_pid")
-            session = by_owner.get((str(app), pid, backend)) if pid is not None else None
+            session = by_owner.get((pid, backend)) if pid is not None and backend else None
             if session is not None:
                 held["server_state"] = server_state(session)
                 holders[int(backend)] = {"pool": pool.get("pool"), **held}
