@@ -14,7 +14,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy_pool_exporter.instrumentation import forks
+from sqlalchemy_pool_exporter.instrumentation import compat, forks
 from sqlalchemy_pool_exporter.instrumentation.poolstate import read_config
 from sqlalchemy_pool_exporter.protocol.catalog import LIMIT_GAUGES
 from sqlalchemy_pool_exporter.protocol.wire import SCHEMA_VERSION
@@ -51,6 +51,7 @@ def pool_snapshot(instrumentation: Any, *, top: int = 10) -> dict[str, Any] | No
     pool = engine.pool
     config = read_config(pool, reading.checked_out)
     limit = config["max_connections"]
+    recycle = compat.recycle_seconds(pool)
     gauges: dict[str, Any] = {
         "checked_out": reading.checked_out,
         "idle": config["idle"],
@@ -63,6 +64,7 @@ def pool_snapshot(instrumentation: Any, *, top: int = 10) -> dict[str, Any] | No
         "peak_utilization_ratio": reading.peak_checked_out / limit if limit else None,
         "oldest_checkout_seconds": reading.oldest_checkout_seconds,
         "oldest_wait_seconds": reading.oldest_wait_seconds,
+        "recycle_seconds": recycle if recycle >= 0 else None,
         "leaked_connections": reading.leaked,
     }
     if forks.lends_no_capacity(instrumentation, reading.checked_out, reading.counters["checkouts"]):

@@ -177,6 +177,16 @@ CATALOG: tuple[Metric, ...] = (
         integer=False,
     ),
     Metric(
+        "sqlalchemy_pool_recycle_seconds",
+        "gauge",
+        "Configured pool_recycle; absent when connections are never recycled.",
+        "seconds",
+        across="max",
+        fields=_one("recycle_seconds"),
+        nullable=True,
+        integer=False,
+    ),
+    Metric(
         "sqlalchemy_pool_leaked_connections",
         "gauge",
         "Checked-out connections held longer than the leak threshold.",
