@@ -288,7 +288,7 @@ def long_pool_timeout(pool: Pool, server: Server, t: Thresholds) -> Finding | No
     timeouts = _c(pool, "checkout_timeouts")
     cancelled = _c(pool, "checkout_cancellations")
     oldest = _g(pool, "oldest_wait_seconds")
-    if not timeouts and not cancelled and oldest < t.long_pool_timeout_seconds:
+    if not timeouts and not cancelled and not (oldest and oldest >= t.long_pool_timeout_seconds):
         return None
     return _finding(
         pool,
