@@ -236,10 +236,14 @@ class Rules:
             f"max by ({db_by}) ({self.sel(OLDEST_XACT, IDLE_XACT)})",
         )
         fork = a["SQLAlchemyPoolForkInheritedConnections"]
+        # A forked worker's own series (per-process output, or a new app's first scrape)
+        # is born with its count: increase() cannot see that first step, so a series that
+        # did not exist a window ago counts with its whole value.
+        counter = self.sel("sqlalchemy_pool_fork_inherited_connections_total")
         inherited = self.record(
             f"app_pool:sqlalchemy_pool_fork_inherited_connections:increase{fork['window']}",
-            f"sum by ({self.by}) (increase("
-            f"{self.sel('sqlalchemy_pool_fork_inherited_connections_total')}[{fork['window']}]))",
+            f"sum by ({self.by}) (\n  ({counter} unless {counter} offset {fork['window']})\n"
+            f"  or\n  increase({counter}[{fork['window']}])\n)",
         )
         return [
             self.alert(
