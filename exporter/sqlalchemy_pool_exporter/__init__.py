@@ -22,6 +22,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
+    from sqlalchemy_pool_exporter.instrumentation.diagnose import diagnose as diagnose
     from sqlalchemy_pool_exporter.instrumentation.embedded import PoolCollector as PoolCollector
     from sqlalchemy_pool_exporter.instrumentation.embedded import (
         start_http_server as start_http_server,
@@ -41,6 +42,7 @@ _PUBLIC = {
     "PoolCollector": "sqlalchemy_pool_exporter.instrumentation.embedded",
     "PoolStats": "sqlalchemy_pool_exporter.instrumentation.stats",
     "flush": "sqlalchemy_pool_exporter.instrumentation.runtime",
+    "diagnose": "sqlalchemy_pool_exporter.instrumentation.diagnose",
     "instrument": "sqlalchemy_pool_exporter.instrumentation.engines",
     "instrumentations": "sqlalchemy_pool_exporter.instrumentation.registry",
     "start_http_server": "sqlalchemy_pool_exporter.instrumentation.embedded",

@@ -176,7 +176,8 @@ def expected_pool_samples(base: dict[str, str], info: dict[str, str]) -> Samples
 def test_every_pool_row_is_served_by_both_sides_with_its_labels(
     make_engine: Callable[..., Engine], tmp_path: Path, sidecar: RunningSidecar
 ) -> None:
-    engine = make_engine(pool_size=5, max_overflow=10)
+    # Bounded and recycling: every nullable gauge has a value.
+    engine = make_engine(pool_size=5, max_overflow=10, pool_recycle=1800)
     sqlalchemy_pool_exporter.instrument(engine, name="rows", registry=None)
     held = engine.connect()
     for _ in range(3):
@@ -189,7 +190,7 @@ def test_every_pool_row_is_served_by_both_sides_with_its_labels(
         "database": str(tmp_path / "test.db"),
         "host": "",
         "timeout_seconds": "30",
-        "recycle_seconds": "-1",
+        "recycle_seconds": "1800",
         "pre_ping": "false",
     }
     names = {row.name for row in POOL_METRICS}

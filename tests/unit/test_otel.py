@@ -148,7 +148,7 @@ def test_semantic_convention_values_are_exact(
 def test_every_pool_row_of_the_catalog_is_reported_under_its_otel_name(
     make_engine: Callable[..., Engine], otel: Otel
 ) -> None:
-    engine = make_engine(pool_size=2, max_overflow=1)
+    engine = make_engine(pool_size=2, max_overflow=1, pool_recycle=3600)
     sqlalchemy_pool_exporter.instrument(
         engine, name="main", registry=None, meter_provider=otel.provider
     )

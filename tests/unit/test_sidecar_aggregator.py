@@ -74,6 +74,7 @@ def test_gauges_sum_and_max_as_spec_says(sc: Sidecar) -> None:
                     "utilization_ratio": 2 / 15,
                     "peak_utilization_ratio": 0.5,
                     "oldest_checkout_seconds": 4.0,
+                    "oldest_wait_seconds": 0.25,
                     "leaked_connections": 1,
                 }
             )
@@ -92,6 +93,7 @@ def test_gauges_sum_and_max_as_spec_says(sc: Sidecar) -> None:
                     "utilization_ratio": 5 / 15,
                     "peak_utilization_ratio": 0.4,
                     "oldest_checkout_seconds": 9.5,
+                    "oldest_wait_seconds": 0.125,
                     "leaked_connections": 0,
                 }
             )
@@ -103,6 +105,7 @@ def test_gauges_sum_and_max_as_spec_says(sc: Sidecar) -> None:
     assert g["utilization_ratio"] == 5 / 15
     assert g["peak_utilization_ratio"] == 0.5
     assert g["oldest_checkout_seconds"] == 9.5
+    assert g["oldest_wait_seconds"] == 0.25
     assert g["leaked_connections"] == 1
 
 

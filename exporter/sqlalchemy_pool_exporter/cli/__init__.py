@@ -20,6 +20,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "sqlalchemy_pool_exporter.cli.status",
         "show every app, pool and process of a running sidecar",
     ),
+    "doctor": (
+        "sqlalchemy_pool_exporter.cli.doctor",
+        "name the causes a running sidecar's pools show, with evidence and fixes",
+    ),
     "demo": (
         "sqlalchemy_pool_exporter.cli.demo",
         "run an instrumented demo workload on SQLite and serve its metrics",

@@ -1,5 +1,9 @@
 """SQLAlchemy's private names that the exporter relies on, all in one place.
 
+The cause of an invalidation (pre-ping, an error the app received, the app's own call)
+is not passed to the pool's ``invalidate`` event: it is told by which SQLAlchemy method
+is on the stack when the event fires (:data:`INVALIDATION_SITES`).
+
 No public API tells when a checkout ends, how long a caller waited, or what a pool's
 ``max_overflow`` is, so the acquire path wraps a few private pool methods and reads a
 few private attributes. Every such name is listed here: :func:`problems` checks each
@@ -25,6 +29,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+from sqlalchemy.engine import Connection
 from sqlalchemy.pool import (
     AsyncAdaptedQueuePool,
     Pool,
@@ -56,6 +61,34 @@ FORK_RECORD_ATTRIBUTES = (
     ("__dict__", "an instance attribute shadowing get_connection on one record"),
 )
 GET_CONNECTION = "get_connection"
+
+
+def _code(owner: Any, name: str) -> Any:
+    """The code object of ``owner.name`` (a function or classmethod), or None if gone."""
+    fn = vars(owner).get(name)
+    fn = getattr(fn, "__func__", fn)
+    return getattr(fn, "__code__", None)
+
+
+#: Where an invalidation comes from, told by the frames on the stack when the pool's
+#: ``invalidate`` event fires (never on the hot path): (owner, method, cause).
+#: ``_ConnectionFairy._checkout`` invalidates a connection that pre-ping (or a checkout
+#: listener) found dead, and replaces it before the app sees it; the
+#: ``_handle_dbapi_exception`` pair invalidates on a disconnect error the app receives;
+#: ``invalidate()`` of a Connection or of a pooled proxy is the app's own call.
+INVALIDATION_SITES = (
+    (_ConnectionFairy, "_checkout", "pre_ping"),
+    (Connection, "_handle_dbapi_exception", "error"),
+    (Connection, "_handle_dbapi_exception_noconnection", "error"),
+    (Connection, "invalidate", "explicit"),
+    (_ConnectionFairy, "invalidate", "explicit"),
+)
+#: code object -> cause, for the names above that exist in this SQLAlchemy.
+INVALIDATION_CODES = {
+    code: cause
+    for owner, name, cause in INVALIDATION_SITES
+    if (code := _code(owner, name)) is not None
+}
 
 
 def max_overflow(pool: QueuePool) -> int:
@@ -150,6 +183,10 @@ def problems() -> list[str]:
     for name, what in RECORD_ATTRIBUTES:
         if not _has_slot(_ConnectionRecord, name):
             found.append(f"_ConnectionRecord.{name} is gone ({what})")
+    for owner, name, cause in INVALIDATION_SITES:
+        if _code(owner, name) is None and not (owner is _ConnectionFairy and name == "_checkout"):
+            # (_ConnectionFairy._checkout is reported once, above)
+            found.append(f"{owner.__name__}.{name} is gone (invalidations with cause={cause})")
     found.extend(_fork_problems())
     return found
 

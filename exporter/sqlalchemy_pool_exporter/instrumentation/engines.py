@@ -20,7 +20,7 @@ from prometheus_client import REGISTRY
 from pydantic import ValidationError
 from sqlalchemy.engine import Engine
 
-from sqlalchemy_pool_exporter.instrumentation import embedded, runtime
+from sqlalchemy_pool_exporter.instrumentation import attribution, embedded, runtime
 from sqlalchemy_pool_exporter.instrumentation import registry as instrumented
 from sqlalchemy_pool_exporter.instrumentation.histogram import DEFAULT_BUCKETS, validate_buckets
 from sqlalchemy_pool_exporter.instrumentation.poolstate import default_name
@@ -90,6 +90,7 @@ def instrument(
     app: str | None = None,
     otel: bool | None = None,
     meter_provider: Any = None,
+    stamp_application_name: bool | None = None,
 ) -> PoolStats:
     """Attach pool metrics to ``engine`` (sync or async); idempotent; returns its stats."""
     sync = sync_engine(engine)
@@ -100,6 +101,7 @@ def instrument(
         push_interval=push_interval,
         app=app,
         otel=otel,
+        stamp_application_name=stamp_application_name,
     )
     bounds = DEFAULT_BUCKETS if buckets is None else validate_buckets(buckets)
     if name is not None and (not name or len(name) > 200):
@@ -129,6 +131,8 @@ def instrument(
             )
             inst = Instrumentation(sync, stats)
             inst.wiring.attach()
+            if settings.stamp_application_name:
+                attribution.attach(sync, settings.app, instrumented.reporter)
             instrumented.add(sync, inst)
             if not getattr(sys, "_is_gil_enabled", lambda: True)():
                 # The hot path relies on single statements being atomic under the GIL.
@@ -189,4 +193,5 @@ def uninstrument(engine: Any) -> bool:
     if inst is None:
         return False
     inst.wiring.detach()
+    attribution.detach(sync_engine(engine))
     return True

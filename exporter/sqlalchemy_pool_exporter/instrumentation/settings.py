@@ -49,6 +49,10 @@ class AppSettings(BaseSettings):
         default=False,
         description="Also report through the OpenTelemetry Metrics API (needs the [otel] extra).",
     )
+    stamp_application_name: bool = Field(
+        default=False,
+        description="Name new PostgreSQL connections after the app process (attribution).",
+    )
 
     @field_validator("push_url")
     @classmethod

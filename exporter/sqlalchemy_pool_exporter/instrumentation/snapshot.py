@@ -14,7 +14,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy_pool_exporter.instrumentation import forks
+from sqlalchemy_pool_exporter.instrumentation import compat, forks
 from sqlalchemy_pool_exporter.instrumentation.poolstate import read_config
 from sqlalchemy_pool_exporter.protocol.catalog import LIMIT_GAUGES
 from sqlalchemy_pool_exporter.protocol.wire import SCHEMA_VERSION
@@ -51,6 +51,7 @@ def pool_snapshot(instrumentation: Any, *, top: int = 10) -> dict[str, Any] | No
     pool = engine.pool
     config = read_config(pool, reading.checked_out)
     limit = config["max_connections"]
+    recycle = compat.recycle_seconds(pool)
     gauges: dict[str, Any] = {
         "checked_out": reading.checked_out,
         "idle": config["idle"],
@@ -62,6 +63,8 @@ def pool_snapshot(instrumentation: Any, *, top: int = 10) -> dict[str, Any] | No
         "utilization_ratio": reading.checked_out / limit if limit else None,
         "peak_utilization_ratio": reading.peak_checked_out / limit if limit else None,
         "oldest_checkout_seconds": reading.oldest_checkout_seconds,
+        "oldest_wait_seconds": reading.oldest_wait_seconds,
+        "recycle_seconds": recycle if recycle >= 0 else None,
         "leaked_connections": reading.leaked,
     }
     if forks.lends_no_capacity(instrumentation, reading.checked_out, reading.counters["checkouts"]):
@@ -74,11 +77,15 @@ def pool_snapshot(instrumentation: Any, *, top: int = 10) -> dict[str, Any] | No
         "gauges": gauges,
         "counters": reading.counters,
         "histograms": reading.histograms,
-        "held": [
-            {"age_seconds": h.age_seconds, "site": h.site, "thread": h.thread, "leaked": h.leaked}
-            for h in reading.held
-        ],
+        "held": [_held(h) for h in reading.held],
     }
+
+
+def _held(h: Any) -> dict[str, Any]:
+    entry = {"age_seconds": h.age_seconds, "site": h.site, "thread": h.thread, "leaked": h.leaked}
+    if h.backend_pid is not None:
+        entry["backend_pid"] = h.backend_pid
+    return entry
 
 
 def process_snapshot(

@@ -10,7 +10,11 @@ Concepts, as the metrics use them:
   forgotten connection on sync drivers) or at *detach* (the connection leaves the pool's
   custody; asyncio drivers reclaim forgotten connections this way). Invalidation does
   not end a checkout: the app still holds the (now dead) proxy until it closes it.
-* **pending** — callers inside ``pool.connect()`` that have not got a connection yet.
+* **pending** — callers inside ``pool.connect()`` that have not got a connection yet;
+  the oldest one's wait so far is ``oldest_wait_seconds``.
+* **cancellation** — a wait abandoned by a ``BaseException`` that is not an error: an
+  asyncio task cancelled (also by the caller's own ``asyncio.timeout``/``wait_for``),
+  ``KeyboardInterrupt``, a gevent timeout.
 * **wait** — time spent inside ``pool.connect()``: queue wait, opening a new connection,
   pre-ping. Waits that end in a ``QueuePool limit ... reached`` timeout are observed
   too, so the histogram shows how long callers hung before failing.
@@ -37,6 +41,7 @@ from types import CodeType
 from typing import Any
 
 from sqlalchemy_pool_exporter.instrumentation import sites
+from sqlalchemy_pool_exporter.instrumentation.attribution import record_backend_pid
 from sqlalchemy_pool_exporter.instrumentation.histogram import (
     DEFAULT_BUCKETS,
     Histogram,
@@ -68,6 +73,8 @@ class HeldConnection:
     site: str
     thread: str
     leaked: bool
+    #: the server's pid of the connection, when attribution recorded it
+    backend_pid: int | None = None
 
 
 @dataclass
@@ -81,6 +88,7 @@ class StatsReading:
     leaked: int
     oldest_checkout_seconds: float
     histograms: dict[str, Any]
+    oldest_wait_seconds: float = 0.0
     held: list[HeldConnection] = field(default_factory=list)
 
 
@@ -105,6 +113,7 @@ class PoolStats:
         "use",
         "wait",
         "wait_timed_out",
+        "waiting",
         "waits_failed",
         "waits_started",
         *PLAIN_COUNTERS,
@@ -114,11 +123,18 @@ class PoolStats:
     connections_created: int
     connect_errors: int
     connections_closed: int
-    invalidations_hard: int
-    invalidations_soft: int
+    invalidations_hard_pre_ping: int
+    invalidations_hard_error: int
+    invalidations_hard_explicit: int
+    invalidations_hard_other: int
+    invalidations_soft_pre_ping: int
+    invalidations_soft_error: int
+    invalidations_soft_explicit: int
+    invalidations_soft_other: int
     leaks: int
     gc_reclaimed: int
     fork_inherited_connections: int
+    checkout_cancellations: int
 
     def __init__(
         self,
@@ -141,6 +157,9 @@ class PoolStats:
         self.waits_started = itertools.count()
         self.waits_failed = 0  # connect errors and re-entrant checkouts end a wait too
         self._started_base = 0  # waits started before the last reset (fork)
+        # wait number -> perf_counter at its start, while the caller is inside connect():
+        # the oldest one is ``oldest_wait_seconds`` (a store and a delete per checkout).
+        self.waiting: dict[int, float] = {}
         self.held: dict[Any, HeldEntry] = {}
         # record -> the held entry that was flagged; a flag counts only while that very
         # entry is still held, so a race with its return can never leave a stale leak.
@@ -169,6 +188,7 @@ class PoolStats:
         self._started_base = _count_value(self.waits_started)
         self.held.clear()
         self.leaked.clear()
+        self.waiting.clear()
         for hist in (self.wait, self.wait_timed_out, self.use, self.connect):
             hist.counts[:] = [0] * len(hist.counts)
             hist.sum = 0.0
@@ -243,6 +263,7 @@ class PoolStats:
             counters = dict(zip(PLAIN_COUNTERS, _plain_counters(self), strict=True))
             counters.update(checkouts=checkouts, checkout_timeouts=timeouts)
             finished = checkouts + timeouts + self.waits_failed
+            waiting = list(self.waiting.values())  # start times of callers waiting now
             started = _count_value(self.waits_started) - self._started_base
             leaked = self.leaked
             flagged = [leaked.get(rec) is e for rec, e in held] if leaked else [False] * len(held)
@@ -255,6 +276,7 @@ class PoolStats:
                 peak_checked_out=peak,
                 leaked=sum(flagged),
                 oldest_checkout_seconds=now - min(e[0] for _, e in held) if held else 0.0,
+                oldest_wait_seconds=max(0.0, now - min(waiting)) if waiting else 0.0,
                 histograms={
                     "wait_seconds": cumulative(self.wait.bounds, waits, wait_sum),
                     "use_seconds": self.use.data(),
@@ -263,7 +285,7 @@ class PoolStats:
             )
         if top > 0:  # the longest held first; scrapes ask for none
             entries = sorted(
-                ((now - e[0], e, f) for (_, e), f in zip(held, flagged, strict=True)),
+                ((now - e[0], e, f, rec) for (rec, e), f in zip(held, flagged, strict=True)),
                 key=lambda item: -item[0],
             )
             reading.held = [
@@ -272,8 +294,9 @@ class PoolStats:
                     site=_site(entry),
                     thread=sites.thread_name(entry[3]),
                     leaked=is_leaked,
+                    backend_pid=record_backend_pid(rec),
                 )
-                for age, entry, is_leaked in entries[:top]
+                for age, entry, is_leaked, rec in entries[:top]
             ]
         return reading
 

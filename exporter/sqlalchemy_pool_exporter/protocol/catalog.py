@@ -49,6 +49,13 @@ INFO_LABELS = (
 )
 
 
+#: ``kind`` and ``cause`` of ``sqlalchemy_pool_invalidations_total``: one field per pair.
+INVALIDATION_KINDS = ("hard", "soft")
+INVALIDATION_CAUSES = ("pre_ping", "error", "explicit", "other")
+#: ``kind`` of ``sqlalchemy_pool_db_idle_timeout_seconds`` (a probe serves those it has).
+IDLE_TIMEOUT_KINDS = ("idle_session", "idle_in_transaction", "wait")
+
+
 @dataclass(frozen=True)
 class Metric:
     """One row of the catalog."""
@@ -161,6 +168,25 @@ CATALOG: tuple[Metric, ...] = (
         integer=False,
     ),
     Metric(
+        "sqlalchemy_pool_oldest_wait_seconds",
+        "gauge",
+        "How long the longest-waiting caller still inside pool.connect() has waited (0 if none).",
+        "seconds",
+        across="max",
+        fields=_one("oldest_wait_seconds"),
+        integer=False,
+    ),
+    Metric(
+        "sqlalchemy_pool_recycle_seconds",
+        "gauge",
+        "Configured pool_recycle; absent when connections are never recycled.",
+        "seconds",
+        across="max",
+        fields=_one("recycle_seconds"),
+        nullable=True,
+        integer=False,
+    ),
+    Metric(
         "sqlalchemy_pool_leaked_connections",
         "gauge",
         "Checked-out connections held longer than the leak threshold.",
@@ -207,10 +233,16 @@ CATALOG: tuple[Metric, ...] = (
     Metric(
         "sqlalchemy_pool_invalidations",
         "counter",
-        "Invalidated connections (hard: closed; soft: replaced at next checkout).",
+        "Invalidated connections by kind (hard: closed; soft: replaced at next checkout) and"
+        " cause (pre_ping: found dead at checkout and replaced, the app saw nothing; error: a"
+        " disconnect error reached the app; explicit: the app called invalidate(); other).",
         "connections",
-        labels=("kind",),
-        fields=((("hard",), "invalidations_hard"), (("soft",), "invalidations_soft")),
+        labels=("kind", "cause"),
+        fields=tuple(
+            ((kind, cause), f"invalidations_{kind}_{cause}")
+            for kind in INVALIDATION_KINDS
+            for cause in INVALIDATION_CAUSES
+        ),
     ),
     Metric(
         "sqlalchemy_pool_leaks",
@@ -225,6 +257,14 @@ CATALOG: tuple[Metric, ...] = (
         "Connections never returned by the app and reclaimed by the garbage collector.",
         "connections",
         fields=_one("gc_reclaimed"),
+    ),
+    Metric(
+        "sqlalchemy_pool_checkout_cancellations",
+        "counter",
+        "Waits for a connection abandoned by cancellation (asyncio task cancelled, timeout of"
+        " the caller's own, KeyboardInterrupt).",
+        "checkouts",
+        fields=_one("checkout_cancellations"),
     ),
     Metric(
         "sqlalchemy_pool_fork_inherited_connections",
@@ -319,6 +359,42 @@ CATALOG: tuple[Metric, ...] = (
         scope="database",
         across="-",
         labels=("state",),
+        integer=False,
+    ),
+    Metric(
+        "sqlalchemy_pool_db_lock_waiting_connections",
+        "gauge",
+        "Client backends waiting for a lock now.",
+        "connections",
+        scope="database",
+        across="-",
+    ),
+    Metric(
+        "sqlalchemy_pool_db_oldest_lock_wait_seconds",
+        "gauge",
+        "Longest current lock wait (0 if none).",
+        "seconds",
+        scope="database",
+        across="-",
+        integer=False,
+    ),
+    Metric(
+        "sqlalchemy_pool_db_deadlocks",
+        "counter",
+        "Deadlocks the server detected in the probed database.",
+        "deadlocks",
+        scope="database",
+        across="-",
+    ),
+    Metric(
+        "sqlalchemy_pool_db_idle_timeout_seconds",
+        "gauge",
+        "The server's idle limits that kill pooled connections, by kind (idle_session,"
+        " idle_in_transaction, wait); 0 = none.",
+        "seconds",
+        scope="database",
+        across="-",
+        labels=("kind",),
         integer=False,
     ),
     # -- the exporter's own health -----------------------------------------------------

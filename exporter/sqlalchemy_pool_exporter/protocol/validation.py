@@ -254,9 +254,12 @@ def _held(value: Any, where: str, label_limit: int) -> dict[str, Any]:
         raise _bad(f"{where}.leaked", "expected true or false")
     # Sites and thread names are shown by /api/pools, never used as labels.
     text_limit = 4 * label_limit
-    return {
+    out = {
         "age_seconds": _number(entry.get("age_seconds"), f"{where}.age_seconds"),
         "site": _text(entry.get("site") or "", f"{where}.site", text_limit, label=False),
         "thread": _text(entry.get("thread") or "", f"{where}.thread", text_limit, label=False),
         "leaked": leaked,
     }
+    if entry.get("backend_pid") is not None:  # attribution on: the server session's pid
+        out["backend_pid"] = _count(entry["backend_pid"], f"{where}.backend_pid")
+    return out

@@ -92,6 +92,7 @@ def _serve(settings: SidecarSettings, sidecar: Any, done: threading.Event) -> in
         )
         return 1
     probe = _make_probe(settings, sidecar.registry)
+    sidecar.probe = probe
     log.info(
         "listening",
         metrics=sidecar.metrics_url,

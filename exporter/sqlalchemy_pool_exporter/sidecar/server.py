@@ -2,7 +2,8 @@
 
 * **metrics** (``--listen``, all interfaces by default): ``GET /metrics`` (text or
   OpenMetrics by ``Accept``, gzip by ``Accept-Encoding``), ``GET /healthz``,
-  ``GET /api/pools``. A ``POST /v1/push`` here is answered 404 with where pushes go.
+  ``GET /api/pools``, ``GET /api/diagnosis``. A ``POST /v1/push`` here is answered 404
+  with where pushes go.
 * **push** (``--push-listen``, loopback by default): ``POST /v1/push`` with an optional
   ``Authorization: Bearer <token>``; also ``GET /healthz``.
 
@@ -37,10 +38,14 @@ from sqlalchemy_pool_exporter.protocol.validation import parse_push
 from sqlalchemy_pool_exporter.protocol.wire import PUSH_PATH
 from sqlalchemy_pool_exporter.sidecar.aggregator import Aggregator
 from sqlalchemy_pool_exporter.sidecar.collector import PushCounters, SidecarCollector
+from sqlalchemy_pool_exporter.sidecar.diagnosis import (
+    diagnosis_document,
+    pools_document,
+    thresholds_from_query,
+)
 from sqlalchemy_pool_exporter.sidecar.keeper import StateKeeper
 from sqlalchemy_pool_exporter.sidecar.pushserver import PushServer
 from sqlalchemy_pool_exporter.sidecar.settings import SidecarSettings
-from sqlalchemy_pool_exporter.sidecar.views import api_document
 
 log = get_logger(__name__)
 #: The answer to a push sent to the metrics listener instead of the push listener.
@@ -117,6 +122,8 @@ class Sidecar:
         self.metrics_address: tuple[str, int] = ("", 0)
         self.push_address: tuple[str, int] = ("", 0)
         self._push: PushServer | None = None
+        #: the database probe serving this sidecar's server view (``serve`` sets it)
+        self.probe: Any = None
 
     # -- lifecycle ----------------------------------------------------------------
 
@@ -325,11 +332,21 @@ def _metrics_handler(sidecar: Sidecar) -> type[BaseHTTPRequestHandler]:
                 self.healthz()
             elif path == "/api/pools":
                 sidecar.aggregator.expire()
-                self.send_json(200, api_document(sidecar.aggregator))
+                self.send_json(200, pools_document(sidecar.aggregator, sidecar.probe))
+            elif path == "/api/diagnosis":
+                try:
+                    limits = thresholds_from_query(urlsplit(self.path).query)
+                except ValueError as exc:
+                    self.send_json(400, {"error": str(exc)})
+                    return
+                sidecar.aggregator.expire()
+                doc = diagnosis_document(sidecar.aggregator, sidecar.probe, limits)
+                self.send_json(200, doc)
             elif path == "/":
                 self.send_body(
                     200,
-                    b"sqlalchemy-pool-exporter sidecar: /metrics /healthz /api/pools\n",
+                    b"sqlalchemy-pool-exporter sidecar:"
+                    b" /metrics /healthz /api/pools /api/diagnosis\n",
                     "text/plain; charset=utf-8",
                 )
             else:
