@@ -3,7 +3,7 @@
 Outputs, relative to the output root (the repository by default):
 
 * ``prometheus/recording.yaml`` — per-pool aggregates the alerts (and dashboards) read;
-* ``prometheus/alerts.yaml`` — every alert of SPEC §5;
+* ``prometheus/alerts.yaml`` — every alert (each has a runbook entry in ``docs/runbook.md``);
 * ``deploy/kubernetes/prometheusrule.yaml`` — both groups as a Prometheus Operator
   ``PrometheusRule``.
 
@@ -50,7 +50,7 @@ HEADER = (
 )
 RECORDING_GROUP = "sqlalchemy-pool.rules"
 ALERT_GROUP = "sqlalchemy-pool.alerts"
-#: labels of sqlalchemy_pool_info besides the series' own (see exporter/families.py)
+#: labels of sqlalchemy_pool_info besides the series' own (INFO_LABELS of the package's protocol/catalog.py)
 INFO_LABELS = (
     "pool_class", "dialect", "driver", "database", "host",
     "timeout_seconds", "recycle_seconds", "pre_ping",

@@ -2,9 +2,31 @@
 # The whole test suite, from a fresh clone on a fresh machine: installs what the tests
 # need (Debian packages when run as root, Python packages into .venv), then runs lint,
 # type checks, the suite on SQLAlchemy 2.1, and the unit suite again on SQLAlchemy 2.0.
+#
+#   scripts/test.sh [PYTEST ARGS]   everything CI runs
+#   scripts/test.sh --unit [ARGS]   the fast loop: lint, types and tests/unit only, on the
+#                                   existing .venv; no Debian or npm installs, no 2.0 run
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
+UNIT_ONLY=""
+if [ "${1:-}" = "--unit" ]; then
+    UNIT_ONLY=1
+    shift
+fi
+
+if [ -n "$UNIT_ONLY" ]; then
+    if ! .venv/bin/python -c "import sqlalchemy_pool_exporter, pytest, hypothesis" 2>/dev/null; then
+        if [ ! -x .venv/bin/python ]; then python3 -m venv .venv; fi
+        .venv/bin/pip install -q --upgrade pip >/dev/null
+        .venv/bin/pip install -q -e ".[test]" "sqlalchemy[asyncio]>=2.1,<2.2"
+    fi
+    echo "== ruff"; .venv/bin/ruff check exporter tests benchmarks
+    .venv/bin/ruff format --check exporter tests benchmarks
+    echo "== mypy"; .venv/bin/mypy
+    echo "== pytest unit"
+    exec .venv/bin/pytest -q -p no:cacheprovider -m unit "$@" tests/unit
+fi
 
 apt_updated=""
 apt_install() {  # install Debian packages (as root), or say how when we cannot
@@ -70,6 +92,7 @@ echo "== ruff, mypy (prometheus)"; .venv/bin/ruff check prometheus && .venv/bin/
 # <<< Alert rules
 
 echo "== ruff"; .venv/bin/ruff check exporter tests benchmarks
+.venv/bin/ruff format --check exporter tests benchmarks
 echo "== mypy"; .venv/bin/mypy
 # Tests start programs of the environment (gunicorn, sqlalchemy-pool-exporter) by name.
 export PATH="$ROOT/.venv/bin:$PATH"

@@ -5,7 +5,7 @@
   labels and annotations, for cases that must fire and cases that must not);
 * the committed outputs of prometheus/generate.py equal a fresh generation from
   prometheus/config.yaml, and the PrometheusRule carries exactly the same groups;
-* the alert names and severities are the product contract's (SPEC §5), every alert has
+* the alert names and severities are fixed (docs/runbook.md), every alert has
   the three annotations, and every runbook_url anchor exists in docs/runbook.md.
 
 promtool comes from the Debian ``prometheus`` package; :func:`require_binary` fails in CI
@@ -33,7 +33,7 @@ PROMETHEUSRULE = ROOT / "deploy" / "kubernetes" / "prometheusrule.yaml"
 RUNBOOK = ROOT / "docs" / "runbook.md"
 UNIT_TESTS = sorted((RULES / "tests").glob("*.yaml"))
 
-#: SPEC §5: the fixed alert names and their severities.
+#: The fixed alert names and their severities (docs/runbook.md).
 SPEC_ALERTS = {
     "SQLAlchemyPoolNearExhaustion": "warning",
     "SQLAlchemyPoolExhausted": "critical",

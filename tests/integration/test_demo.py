@@ -7,6 +7,11 @@ import subprocess
 import sys
 import time
 import urllib.request
+from pathlib import Path
+
+from tests.conftest import wait_for
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_demo_runs_sidecar_and_workers_and_stops_by_itself() -> None:
@@ -30,6 +35,7 @@ def test_demo_runs_sidecar_and_workers_and_stops_by_itself() -> None:
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        cwd=ROOT,  # checkout sites are shown relative to the working directory
     )
     assert proc.stdout is not None
     base = None
@@ -42,13 +48,18 @@ def test_demo_runs_sidecar_and_workers_and_stops_by_itself() -> None:
         if match:
             base = match.group(1)
     assert base, "".join(lines)
-    time.sleep(4)  # both workers have pushed; the kill comes at 6 s
-    body = urllib.request.urlopen(f"{base}/metrics", timeout=5).read().decode()
+    labels = '{app="shop",pool="shop-db"}'
+
+    def both_workers_counted() -> str | None:  # the kill comes at 6 s
+        text = urllib.request.urlopen(f"{base}/metrics", timeout=5).read().decode()
+        busy = re.search(rf"sqlalchemy_pool_checkouts_total{re.escape(labels)} ([1-9]\S*)", text)
+        return text if busy and f"sqlalchemy_pool_processes{labels} 2.0" in text else None
+
+    body = wait_for(both_workers_counted, timeout=30, step=0.2)
     out, _ = proc.communicate(timeout=60)
     out = "".join(lines) + out
     assert proc.returncode == 0, out
 
-    labels = '{app="shop",pool="shop-db"}'
     assert f"sqlalchemy_pool_processes{labels} 2.0" in body
     assert f"sqlalchemy_pool_max_connections{labels} 10.0" in body
     checkouts = re.search(rf"sqlalchemy_pool_checkouts_total{re.escape(labels)} (\S+)", body)

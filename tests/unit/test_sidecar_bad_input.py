@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from sqlalchemy_pool_exporter.sidecar.server import Sidecar
-from sqlalchemy_pool_exporter.sidecar.settings import SidecarSettings
 from sqlalchemy_pool_exporter.sidecar.views import aggregated_items
+from tests.sidecars import start_sidecar
 from tests.unit.sidecar_payloads import BUCKETS, encode, histogram, mutate, payload, pool
 
 TOKEN = "s3cret-token"
@@ -20,20 +20,14 @@ GOOD = payload("a", seq=5, pools={"db": pool(checkouts=10)})
 
 @pytest.fixture(scope="module")
 def sc() -> Iterator[Sidecar]:
-    settings = SidecarSettings(
-        listen="127.0.0.1:0",
-        push_listen="127.0.0.1:0",
-        token=TOKEN,
-        max_pools=4,
-        max_body_bytes=64 * 1024,
-        max_label_length=64,
-        max_processes=2,
+    running = start_sidecar(
+        token=TOKEN, max_pools=4, max_body_bytes=64 * 1024, max_label_length=64, max_processes=2
     )
-    sidecar = Sidecar(settings).start()
+    sidecar = running.server
     for doc in (GOOD, payload("b", seq=1, pools={"db": pool(checkouts=1)})):
         assert post(sidecar, encode(doc))[0] == 200
     yield sidecar
-    sidecar.stop()
+    running.stop()
 
 
 def post(

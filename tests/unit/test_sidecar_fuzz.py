@@ -14,6 +14,7 @@ import random
 import socket
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy_pool_exporter.protocol.catalog import SUM_GAUGES
@@ -21,6 +22,7 @@ from sqlalchemy_pool_exporter.sidecar.server import Sidecar
 from sqlalchemy_pool_exporter.sidecar.settings import SidecarSettings
 from sqlalchemy_pool_exporter.sidecar.totals import Totals
 from sqlalchemy_pool_exporter.sidecar.views import aggregated_items
+from tests.sidecars import RunningSidecar
 from tests.unit.sidecar_payloads import payload, pool
 
 WEIRD: list[Any] = [
@@ -159,36 +161,31 @@ def test_ten_thousand_mutated_pushes_in_process() -> None:
     assert seen[200] > 2000 and seen[400] > 2000 and seen.get(409, 0) > 0
 
 
-def test_mutated_pushes_and_garbage_over_http() -> None:
+def test_mutated_pushes_and_garbage_over_http(
+    sidecar_factory: Callable[..., RunningSidecar],
+) -> None:
     rng = random.Random(7)
-    sc = Sidecar(
-        SidecarSettings(listen="127.0.0.1:0", push_listen="127.0.0.1:0", max_body_bytes=8192)
-    ).start()
-    try:
-        driver = Driver(rng)
-        before: dict[tuple[str, str], int] = {}
-        for _ in range(400):
-            doc = driver.valid()
-            body = json.dumps(doc).encode() if rng.random() < 0.3 else mutate(rng, doc)
-            request = urllib.request.Request(sc.push_url, data=body, method="POST")
-            try:
-                with urllib.request.urlopen(request, timeout=10) as response:
-                    status = response.status
-            except urllib.error.HTTPError as exc:
-                status = exc.code
-                assert set(json.loads(exc.read())) == {"error"}
-            assert status in OK_STATUSES
-        for _ in range(100):  # raw garbage on the socket: bad request lines, bad headers
-            with socket.create_connection(sc.push_address, timeout=5) as raw:
-                raw.sendall(
-                    bytes(rng.getrandbits(8) for _ in range(rng.randint(1, 300))) + b"\r\n\r\n"
-                )
-                with contextlib.suppress(TimeoutError):
-                    raw.recv(1024)
-        check_consistent(sc, before)
-        with urllib.request.urlopen(sc.metrics_url + "/healthz", timeout=10) as response:
-            assert response.status == 200
-        with urllib.request.urlopen(sc.metrics_url + "/metrics", timeout=10) as response:
-            assert b"sqlalchemy_pool_checkouts_total" in response.read()
-    finally:
-        sc.stop()
+    sc = sidecar_factory(max_body_bytes=8192).server
+    driver = Driver(rng)
+    before: dict[tuple[str, str], int] = {}
+    for _ in range(400):
+        doc = driver.valid()
+        body = json.dumps(doc).encode() if rng.random() < 0.3 else mutate(rng, doc)
+        request = urllib.request.Request(sc.push_url, data=body, method="POST")
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                status = response.status
+        except urllib.error.HTTPError as exc:
+            status = exc.code
+            assert set(json.loads(exc.read())) == {"error"}
+        assert status in OK_STATUSES
+    for _ in range(100):  # raw garbage on the socket: bad request lines, bad headers
+        with socket.create_connection(sc.push_address, timeout=5) as raw:
+            raw.sendall(bytes(rng.getrandbits(8) for _ in range(rng.randint(1, 300))) + b"\r\n\r\n")
+            with contextlib.suppress(TimeoutError):
+                raw.recv(1024)
+    check_consistent(sc, before)
+    with urllib.request.urlopen(sc.metrics_url + "/healthz", timeout=10) as response:
+        assert response.status == 200
+    with urllib.request.urlopen(sc.metrics_url + "/metrics", timeout=10) as response:
+        assert b"sqlalchemy_pool_checkouts_total" in response.read()

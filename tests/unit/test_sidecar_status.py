@@ -2,28 +2,30 @@
 
 from __future__ import annotations
 
+import codecs
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from sqlalchemy_pool_exporter.cli import main
 from sqlalchemy_pool_exporter.sidecar.server import Sidecar
-from sqlalchemy_pool_exporter.sidecar.settings import SidecarSettings
+from tests.sidecars import RunningSidecar
 from tests.unit.sidecar_payloads import encode, payload, pool
 
 ROOT = Path(__file__).resolve().parents[2]
+CLEAR = "\x1b[H\x1b[2J"  # what --watch writes before each frame
 
 
 @pytest.fixture
-def sc() -> Iterator[Sidecar]:
-    sidecar = Sidecar(SidecarSettings(listen="127.0.0.1:0", push_listen="127.0.0.1:0")).start()
+def sc(sidecar_factory: Callable[..., RunningSidecar]) -> Sidecar:
+    sidecar = sidecar_factory().server
     held = [
         {"age_seconds": 45.0, "site": "app/views.py:42 in order", "thread": "w-1", "leaked": True}
     ]
@@ -72,8 +74,7 @@ def sc() -> Iterator[Sidecar]:
         )[0]
         == 200
     )
-    yield sidecar
-    sidecar.stop()
+    return sidecar
 
 
 def test_table(sc: Sidecar, capsys: pytest.CaptureFixture[str]) -> None:
@@ -152,12 +153,14 @@ def test_watch_redraws_until_interrupted(sc: Sidecar) -> None:
         cwd=ROOT,
         env=env,
     )
-    # Interrupt once three frames are drawn (a loaded machine starts Python slowly).
     assert proc.stdout is not None
-    out = ""
+    out, decode = "", codecs.getincrementaldecoder("utf-8")().decode
     deadline = time.monotonic() + 30
-    while out.count(CLEAR) < 4 and time.monotonic() < deadline:
-        out += proc.stdout.read(1)
+    while out.count(CLEAR) < 4 and time.monotonic() < deadline:  # three whole frames
+        chunk = os.read(proc.stdout.fileno(), 65536)
+        if not chunk:
+            break  # it exited: the assertions below say how
+        out += decode(chunk)
     proc.send_signal(signal.SIGINT)
     rest, _ = proc.communicate(timeout=10)
     out += rest

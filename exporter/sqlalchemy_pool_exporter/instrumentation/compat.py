@@ -156,33 +156,32 @@ def _no_connection() -> Any:
     raise RuntimeError("compat checks never connect")
 
 
+def _has_slot(cls: type, name: str) -> bool:
+    slots = {n for klass in cls.__mro__ for n in getattr(klass, "__slots__", ())}
+    return name in slots or hasattr(cls, name)
+
+
 def problems() -> list[str]:
     """What the installed SQLAlchemy lacks of the above, one line per name."""
     found: list[str] = []
 
-    def need(owner: Any, name: str, what: str, *, callable_: bool = False) -> None:
-        value = getattr(owner, name, None)
-        if value is None or (callable_ and not callable(value)):
-            found.append(f"{owner.__name__}.{name} is gone ({what})")
-
     probe = QueuePool(_no_connection, pool_size=1, max_overflow=2, recycle=5, pre_ping=True)
+    # Looked up on a pool object: ``_invoke_creator`` is set per pool by Pool.__init__.
     for name, what in WRAPPED_METHODS:
-        # On a pool object: Pool.__init__ sets _invoke_creator on the instance.
         if not callable(getattr(probe, name, None)):
             found.append(f"Pool.{name} is gone ({what})")
-    need(_ConnectionFairy, "_checkout", "what Pool.connect forwards to", callable_=True)
+    if not callable(getattr(_ConnectionFairy, "_checkout", None)):
+        found.append("_ConnectionFairy._checkout is gone (what Pool.connect forwards to)")
     for name in ("_max_overflow", "_recycle", "_pre_ping"):
         if name not in vars(probe):
             found.append(f"QueuePool.{name} is gone (pool configuration)")
     if "_all_conns" not in vars(SingletonThreadPool(_no_connection)):
         found.append("SingletonThreadPool._all_conns is gone (its connection count)")
-    slots = {n for cls in _ConnectionFairy.__mro__ for n in getattr(cls, "__slots__", ())}
     for name, what in FAIRY_ATTRIBUTES:
-        if name not in slots and not hasattr(_ConnectionFairy, name):
+        if not _has_slot(_ConnectionFairy, name):
             found.append(f"_ConnectionFairy.{name} is gone ({what})")
-    rec_slots = {n for cls in _ConnectionRecord.__mro__ for n in getattr(cls, "__slots__", ())}
     for name, what in RECORD_ATTRIBUTES:
-        if name not in rec_slots and not hasattr(_ConnectionRecord, name):
+        if not _has_slot(_ConnectionRecord, name):
             found.append(f"_ConnectionRecord.{name} is gone ({what})")
     for owner, name, cause in INVALIDATION_SITES:
         if _code(owner, name) is None:
@@ -201,9 +200,8 @@ def _fork_problems() -> list[str]:
         )
     if not callable(getattr(_ConnectionRecord, GET_CONNECTION, None)):
         found.append("_ConnectionRecord.get_connection is gone (a record's connection)")
-    slots = {n for cls in _ConnectionRecord.__mro__ for n in getattr(cls, "__slots__", ())}
     for name, what in FORK_RECORD_ATTRIBUTES:
-        if name not in slots:
+        if not _has_slot(_ConnectionRecord, name):
             found.append(f"_ConnectionRecord.{name} is gone ({what})")
     if not isinstance(getattr(vars(QueuePool(_no_connection)).get("_pool"), "queue", None), deque):
         found.append("QueuePool._pool.queue is gone (idle records after fork)")

@@ -15,7 +15,7 @@ import prometheus_client
 from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
 
-from sqlalchemy_pool_exporter.exposition import family, pool_families
+from sqlalchemy_pool_exporter.exposition import SeriesCache, family, pool_families
 from sqlalchemy_pool_exporter.instrumentation import registry
 from sqlalchemy_pool_exporter.instrumentation.snapshot import pool_snapshot
 from sqlalchemy_pool_exporter.protocol.catalog import metric
@@ -23,6 +23,10 @@ from sqlalchemy_pool_exporter.protocol.catalog import metric
 
 class PoolCollector(Collector):
     """prometheus_client collector for every pool instrumented in this process."""
+
+    def __init__(self) -> None:
+        # A process's pools live as long as it does: their labels are built once.
+        self._series = SeriesCache()
 
     def collect(self) -> Iterator[Metric]:
         """Build the pool families labelled ``pool`` from current stats."""
@@ -35,7 +39,7 @@ class PoolCollector(Collector):
                 continue
             if snap is not None:
                 items.append(((inst.stats.name,), snap))
-        yield from pool_families(("pool",), items)
+        yield from pool_families(("pool",), items, self._series)
         errors = family(metric("pool_exporter_errors"), ())
         for where, count in sorted(registry.reporter.counts.items()):
             errors.add_metric([where], count)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import threading
 import weakref
+from typing import Any
 
 from sqlalchemy.engine import Engine
 
@@ -35,6 +36,9 @@ class Instrumentation:
         self._engine_ref = weakref.ref(engine)
         self.stats = stats
         self.wiring = Wiring(engine, stats, reporter)
+        # (pool object, its info): the description only changes with the pool object,
+        # which engine.dispose() replaces. Weak: a replaced pool must be free to go.
+        self._info: tuple[weakref.ref[Any], dict[str, str]] | None = None
 
     @property
     def engine(self) -> Engine | None:
@@ -44,7 +48,15 @@ class Instrumentation:
     def info(self) -> dict[str, str]:
         """Labels of ``sqlalchemy_pool_info`` for the engine's current pool."""
         engine = self.engine
-        return read_info(engine) if engine is not None else {}
+        if engine is None:
+            return {}
+        pool = engine.pool
+        cached = self._info
+        if cached is not None and cached[0]() is pool:
+            return cached[1]
+        info = read_info(engine)
+        self._info = (weakref.ref(pool), info)
+        return info
 
 
 def lookup(engine: Engine) -> Instrumentation | None:

@@ -36,12 +36,21 @@ import time
 import weakref
 from collections import deque
 from dataclasses import dataclass, field
+from operator import add, attrgetter
 from types import CodeType
 from typing import Any
 
 from sqlalchemy_pool_exporter.instrumentation import sites
+<<<<<<< HEAD
 from sqlalchemy_pool_exporter.instrumentation.attribution import record_backend_pid
 from sqlalchemy_pool_exporter.instrumentation.histogram import DEFAULT_BUCKETS, Histogram
+=======
+from sqlalchemy_pool_exporter.instrumentation.histogram import (
+    DEFAULT_BUCKETS,
+    Histogram,
+    cumulative,
+)
+>>>>>>> main
 from sqlalchemy_pool_exporter.logs import get_logger
 from sqlalchemy_pool_exporter.protocol.catalog import COUNTER_FIELDS
 
@@ -56,6 +65,8 @@ HeldEntry = tuple[float, "CodeType | None", int, int, "weakref.ref[Any]"]
 HISTOGRAM_COUNTERS = ("checkouts", "checkout_timeouts")
 #: Every other counter of the catalog is a plain attribute, incremented where it happens.
 PLAIN_COUNTERS = tuple(n for n in COUNTER_FIELDS if n not in HISTOGRAM_COUNTERS)
+#: Reads every plain counter of a PoolStats in one C call.
+_plain_counters = attrgetter(*PLAIN_COUNTERS)
 
 
 @dataclass
@@ -242,11 +253,12 @@ class PoolStats:
             )
 
     def read(self, *, top: int = 10) -> StatsReading:
-        """A consistent copy of every counter, gauge and histogram, plus the top held."""
+        """A consistent copy of every counter, gauge and histogram, plus the ``top`` held."""
         self.scan_leaks()
         peak = self.rotate_peak()
         now = time.perf_counter()
         with self.lock:
+<<<<<<< HEAD
             counters = {n: getattr(self, n) for n in COUNTER_FIELDS}
             held = list(self.held.items())  # one C call: a consistent copy
             waits = list(self.waiting.values())
@@ -256,21 +268,42 @@ class PoolStats:
                 key=lambda item: -item[0],
             )
             finished = counters["checkouts"] + counters["checkout_timeouts"] + self.waits_failed
+=======
+            held = list(self.held.items())  # one C call each: consistent copies
+            got = list(self.wait.counts)
+            timed_out = list(self.wait_timed_out.counts)
+            # A wait's observation count is a checkout (or a timeout): the counters come
+            # from the very copies the wait histogram is made of, so the two always agree.
+            checkouts, timeouts = sum(got), sum(timed_out)
+            counters = dict(zip(PLAIN_COUNTERS, _plain_counters(self), strict=True))
+            counters.update(checkouts=checkouts, checkout_timeouts=timeouts)
+            finished = checkouts + timeouts + self.waits_failed
+>>>>>>> main
             started = _count_value(self.waits_started) - self._started_base
+            leaked = self.leaked
+            flagged = [leaked.get(rec) is e for rec, e in held] if leaked else [False] * len(held)
+            waits = map(add, got, timed_out)  # the wait histogram: both kinds of wait
+            wait_sum = self.wait.sum + self.wait_timed_out.sum
             reading = StatsReading(
                 counters=counters,
                 pending=max(0, started - finished),
                 checked_out=len(held),
                 peak_checked_out=peak,
+<<<<<<< HEAD
                 leaked=sum(1 for _, _, is_leaked, _ in entries if is_leaked),
                 oldest_checkout_seconds=entries[0][0] if entries else 0.0,
                 oldest_wait_seconds=max(0.0, now - min(waits)) if waits else 0.0,
+=======
+                leaked=sum(flagged),
+                oldest_checkout_seconds=now - min(e[0] for _, e in held) if held else 0.0,
+>>>>>>> main
                 histograms={
-                    "wait_seconds": self.wait.data(self.wait_timed_out),
+                    "wait_seconds": cumulative(self.wait.bounds, waits, wait_sum),
                     "use_seconds": self.use.data(),
                     "connect_seconds": self.connect.data(),
                 },
             )
+<<<<<<< HEAD
         reading.held = [
             HeldConnection(
                 age_seconds=age,
@@ -281,6 +314,22 @@ class PoolStats:
             )
             for age, entry, leaked, rec in entries[:top]
         ]
+=======
+        if top > 0:  # the longest held first; scrapes ask for none
+            entries = sorted(
+                ((now - e[0], e, f) for (_, e), f in zip(held, flagged, strict=True)),
+                key=lambda item: -item[0],
+            )
+            reading.held = [
+                HeldConnection(
+                    age_seconds=age,
+                    site=_site(entry),
+                    thread=sites.thread_name(entry[3]),
+                    leaked=is_leaked,
+                )
+                for age, entry, is_leaked in entries[:top]
+            ]
+>>>>>>> main
         return reading
 
     # -- cold paths of the hot-path wrappers -------------------------------------

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
 
-from sqlalchemy_pool_exporter.exposition import family, pool_families
+from sqlalchemy_pool_exporter.exposition import SeriesCache, family, pool_families
 from sqlalchemy_pool_exporter.protocol.catalog import metric
 from sqlalchemy_pool_exporter.protocol.records import REASONS
 from sqlalchemy_pool_exporter.sidecar.aggregator import Aggregator
@@ -53,6 +53,9 @@ class SidecarCollector(Collector):
         self.aggregator = aggregator
         self.counters = counters
         self.per_process = per_process
+        # (app, pool) pairs stay for the sidecar's life: their labels are built once.
+        # Per-process labels come and go with worker processes, so they are not kept.
+        self._series = SeriesCache()
 
     def collect(self) -> Iterator[Metric]:
         """Build every family from the aggregator's current state."""
@@ -67,7 +70,7 @@ class SidecarCollector(Collector):
             ]
         else:
             items, counts = aggregated_items(agg)
-            families = pool_families(("app", "pool"), items)
+            families = pool_families(("app", "pool"), items, self._series)
         yield from families
         processes = family(metric("sqlalchemy_pool_processes"), ("app", "pool"))
         for app, pool, n in counts:
