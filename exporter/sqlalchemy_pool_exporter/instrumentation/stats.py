@@ -41,16 +41,12 @@ from types import CodeType
 from typing import Any
 
 from sqlalchemy_pool_exporter.instrumentation import sites
-<<<<<<< HEAD
 from sqlalchemy_pool_exporter.instrumentation.attribution import record_backend_pid
-from sqlalchemy_pool_exporter.instrumentation.histogram import DEFAULT_BUCKETS, Histogram
-=======
 from sqlalchemy_pool_exporter.instrumentation.histogram import (
     DEFAULT_BUCKETS,
     Histogram,
     cumulative,
 )
->>>>>>> main
 from sqlalchemy_pool_exporter.logs import get_logger
 from sqlalchemy_pool_exporter.protocol.catalog import COUNTER_FIELDS
 
@@ -258,18 +254,8 @@ class PoolStats:
         peak = self.rotate_peak()
         now = time.perf_counter()
         with self.lock:
-<<<<<<< HEAD
-            counters = {n: getattr(self, n) for n in COUNTER_FIELDS}
-            held = list(self.held.items())  # one C call: a consistent copy
-            waits = list(self.waiting.values())
-            leaked = self.leaked
-            entries = sorted(
-                ((now - e[0], e, leaked.get(rec) is e, rec) for rec, e in held),
-                key=lambda item: -item[0],
-            )
-            finished = counters["checkouts"] + counters["checkout_timeouts"] + self.waits_failed
-=======
             held = list(self.held.items())  # one C call each: consistent copies
+            waiting = list(self.waiting.values())
             got = list(self.wait.counts)
             timed_out = list(self.wait_timed_out.counts)
             # A wait's observation count is a checkout (or a timeout): the counters come
@@ -278,7 +264,6 @@ class PoolStats:
             counters = dict(zip(PLAIN_COUNTERS, _plain_counters(self), strict=True))
             counters.update(checkouts=checkouts, checkout_timeouts=timeouts)
             finished = checkouts + timeouts + self.waits_failed
->>>>>>> main
             started = _count_value(self.waits_started) - self._started_base
             leaked = self.leaked
             flagged = [leaked.get(rec) is e for rec, e in held] if leaked else [False] * len(held)
@@ -289,35 +274,18 @@ class PoolStats:
                 pending=max(0, started - finished),
                 checked_out=len(held),
                 peak_checked_out=peak,
-<<<<<<< HEAD
-                leaked=sum(1 for _, _, is_leaked, _ in entries if is_leaked),
-                oldest_checkout_seconds=entries[0][0] if entries else 0.0,
-                oldest_wait_seconds=max(0.0, now - min(waits)) if waits else 0.0,
-=======
                 leaked=sum(flagged),
                 oldest_checkout_seconds=now - min(e[0] for _, e in held) if held else 0.0,
->>>>>>> main
+                oldest_wait_seconds=max(0.0, now - min(waiting)) if waiting else 0.0,
                 histograms={
                     "wait_seconds": cumulative(self.wait.bounds, waits, wait_sum),
                     "use_seconds": self.use.data(),
                     "connect_seconds": self.connect.data(),
                 },
             )
-<<<<<<< HEAD
-        reading.held = [
-            HeldConnection(
-                age_seconds=age,
-                site=_site(entry),
-                thread=sites.thread_name(entry[3]),
-                leaked=leaked,
-                backend_pid=record_backend_pid(rec),
-            )
-            for age, entry, leaked, rec in entries[:top]
-        ]
-=======
         if top > 0:  # the longest held first; scrapes ask for none
             entries = sorted(
-                ((now - e[0], e, f) for (_, e), f in zip(held, flagged, strict=True)),
+                ((now - e[0], e, f, rec) for (rec, e), f in zip(held, flagged, strict=True)),
                 key=lambda item: -item[0],
             )
             reading.held = [
@@ -326,10 +294,10 @@ class PoolStats:
                     site=_site(entry),
                     thread=sites.thread_name(entry[3]),
                     leaked=is_leaked,
+                    backend_pid=record_backend_pid(rec),
                 )
-                for age, entry, is_leaked in entries[:top]
+                for age, entry, is_leaked, rec in entries[:top]
             ]
->>>>>>> main
         return reading
 
     # -- cold paths of the hot-path wrappers -------------------------------------

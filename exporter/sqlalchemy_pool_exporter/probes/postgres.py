@@ -310,7 +310,6 @@ class DatabaseProbe(Collector):
         yield up
         if result is None:
             return
-<<<<<<< HEAD
         for name, value in (
             ("sqlalchemy_pool_db_max_connections", result.max_connections),
             ("sqlalchemy_pool_db_reserved_connections", result.reserved_connections),
@@ -322,12 +321,6 @@ class DatabaseProbe(Collector):
                 one = family(metric(name), labels)
                 one.add_metric(db, value)
                 yield one
-=======
-        limit = family(metric("sqlalchemy_pool_db_max_connections"), labels)
-        limit.add_metric(db, result.max_connections)
-        reserved = family(metric("sqlalchemy_pool_db_reserved_connections"), labels)
-        reserved.add_metric(db, result.reserved_connections)
->>>>>>> main
         conns = family(metric("sqlalchemy_pool_db_connections"), labels)
         oldest = family(metric("sqlalchemy_pool_db_oldest_transaction_seconds"), labels)
         for state in sorted(set(STANDARD_STATES) | set(result.connections)):
