@@ -44,7 +44,7 @@ class SidecarSettings(BaseSettings):
         description="A process expires after this many silent intervals.",
     )
     database_url: SecretStr | None = Field(
-        default=None, description="PostgreSQL URL for the probe."
+        default=None, description="PostgreSQL, MySQL or MariaDB URL for the probe."
     )
     probe_interval: float = Field(
         default=15.0, gt=0, le=3600, description="Seconds between probes."
