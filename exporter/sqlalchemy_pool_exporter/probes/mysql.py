@@ -16,7 +16,9 @@ views and variables MySQL 5.7/8 share):
   reads ``idle``;
 * the age of the oldest open transaction per state (``trx_started``, whole seconds);
 * sessions waiting for a row lock now and the longest wait (``trx_state = 'LOCK
-  WAIT'``, ``trx_wait_started``; both servers, no ``performance_schema`` needed);
+  WAIT'``, ``trx_wait_started``; both servers, no ``performance_schema`` needed).
+  InnoDB refreshes ``INNODB_TRX`` only once nobody has read it for 0.1 s: probes (or
+  other readers) more often than that keep seeing an old view;
 * deadlocks (``Innodb_deadlocks``, MariaDB; server-wide) — absent where the server has
   no such counter (MySQL);
 * the idle limits: ``wait_timeout`` (kind ``wait``: the server closes a connection idle
