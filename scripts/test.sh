@@ -76,6 +76,23 @@ else
 fi
 # <<< Deploy
 
+# >>> MariaDB: the MySQL/MariaDB probe's scenarios run against a server on 127.0.0.1:3306
+# whose root logs in without a password (each test module makes and drops its own
+# database and users). Installed and started when missing; in CI an unreachable server
+# fails those tests.
+if ! (exec 3<>/dev/tcp/127.0.0.1/3306) 2>/dev/null; then
+    command -v mariadbd >/dev/null 2>&1 || command -v mysqld >/dev/null 2>&1 \
+        || apt_install mariadb-server
+    if [ "$(id -u)" = 0 ]; then
+        service mariadb start >/dev/null 2>&1 || service mysql start >/dev/null 2>&1 \
+            || echo "test.sh: could not start MariaDB" >&2
+        # Debian's root uses unix_socket auth; the tests log in over TCP as root@127.0.0.1.
+        mysql -uroot -e "CREATE USER IF NOT EXISTS 'root'@'127.0.0.1';
+            GRANT ALL ON *.* TO 'root'@'127.0.0.1' WITH GRANT OPTION;" 2>/dev/null || true
+    fi
+fi
+# <<< MariaDB
+
 # >>> Grafana dashboard: node modules of its schema check (@grafana/schema + TypeScript),
 # the generator's lint and types. Without npm the schema check cannot run: fatal in CI.
 if command -v npm >/dev/null 2>&1; then

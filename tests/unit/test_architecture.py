@@ -120,7 +120,7 @@ def test_the_package_has_no_import_circle() -> None:
     assert cycle is None, "import cycle: " + describe(graph, cycle)
     # The walk sees what it must: module-level imports, and lazy ones inside functions.
     assert "sqlalchemy_pool_exporter.protocol.validation" in graph[f"{PACKAGE}.sidecar.server"]
-    assert f"{PACKAGE}.probes.postgres" in graph[f"{PACKAGE}.sidecar.command"]
+    assert f"{PACKAGE}.probes.postgres" in graph[f"{PACKAGE}.probes.factory"]
     assert len(graph) >= 40
 
 

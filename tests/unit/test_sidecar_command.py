@@ -78,11 +78,18 @@ def test_flags_override_environment(monkeypatch: pytest.MonkeyPatch) -> None:
             "'^(auto|json|console)$'",
         ),
         (
-            ["--database-url", "mysql://app:hunter2@db/shop"],
+            ["--database-url", "mssql://app:hunter2@db/shop"],
             {},
             "invalid setting "
-            "POOL_EXPORTER_DATABASE_URL (database_url): database probe supports PostgreSQL "
-            "only, not 'mysql'",
+            "POOL_EXPORTER_DATABASE_URL (database_url): database probe supports PostgreSQL, "
+            "MySQL and MariaDB, not 'mssql'",
+        ),
+        (
+            ["--database-url", "mysql://app:hunter2@db/shop?init_command=hunter2"],
+            {},
+            "invalid setting "
+            "POOL_EXPORTER_DATABASE_URL (database_url): database URL parameter(s) not "
+            "supported: init_command",
         ),
         (
             ["--state-dir", "/dev/null/state"],

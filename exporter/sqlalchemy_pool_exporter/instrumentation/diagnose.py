@@ -1,9 +1,9 @@
 """``sqlalchemy_pool_exporter.diagnose(engine)``: the diagnosis inside the app itself.
 
 The same causes as the sidecar's ``/api/diagnosis``, read from this process's stats of
-one instrumented engine and — for PostgreSQL with the ``[postgres]`` extra, unless
-``probe=False`` — one probe of the server through the engine's own URL (credentials stay
-in the process). Useful in a shell, a health endpoint or a test.
+one instrumented engine and — for PostgreSQL with the ``[postgres]`` extra, MySQL and
+MariaDB with ``[mysql]``, unless ``probe=False`` — one probe of the server through the
+engine's own URL (credentials stay in the process). Useful in a shell, a health endpoint or a test.
 """
 
 from __future__ import annotations
@@ -18,6 +18,8 @@ from sqlalchemy_pool_exporter.diagnosis.server import diagnose as diagnose_pools
 from sqlalchemy_pool_exporter.instrumentation import registry as instrumented
 from sqlalchemy_pool_exporter.instrumentation.engines import load_settings, sync_engine
 from sqlalchemy_pool_exporter.instrumentation.snapshot import pool_snapshot
+from sqlalchemy_pool_exporter.probes.factory import ProbeUnavailable, make_probe
+from sqlalchemy_pool_exporter.probes.url import BACKENDS, MYSQL_QUERY_PARAMETERS
 from sqlalchemy_pool_exporter.sidecar.sessions import annotate
 
 
@@ -35,15 +37,17 @@ def _sites(held: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def _server(engine: Any, database_url: str | None) -> dict[str, Any] | None:
     if database_url is None:
-        if engine.dialect.name != "postgresql":
+        backend = BACKENDS.get(engine.dialect.name)
+        if backend is None:
             return None
-        database_url = engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+        url = engine.url.set(drivername=backend)
+        if backend == "mysql":  # the app's driver options mean nothing to the probe
+            url = url.set(query={k: v for k, v in url.query.items() if k in MYSQL_QUERY_PARAMETERS})
+        database_url = url.render_as_string(hide_password=False)
     try:
-        # The driver is an extra ([postgres]): no server view without it.
-        from sqlalchemy_pool_exporter.probes.postgres import DatabaseProbe
-    except ImportError:
+        probe = make_probe(database_url)
+    except ProbeUnavailable:  # no driver extra: no server view
         return None
-    probe = DatabaseProbe(database_url)
     try:
         if not probe.probe_once():
             return None

@@ -255,6 +255,7 @@ class PoolStats:
         now = time.perf_counter()
         with self.lock:
             held = list(self.held.items())  # one C call each: consistent copies
+            waiting = list(self.waiting.values())
             got = list(self.wait.counts)
             timed_out = list(self.wait_timed_out.counts)
             # A wait's observation count is a checkout (or a timeout): the counters come
@@ -263,7 +264,6 @@ class PoolStats:
             counters = dict(zip(PLAIN_COUNTERS, _plain_counters(self), strict=True))
             counters.update(checkouts=checkouts, checkout_timeouts=timeouts)
             finished = checkouts + timeouts + self.waits_failed
-            waiting = list(self.waiting.values())  # start times of callers waiting now
             started = _count_value(self.waits_started) - self._started_base
             leaked = self.leaked
             flagged = [leaked.get(rec) is e for rec, e in held] if leaked else [False] * len(held)

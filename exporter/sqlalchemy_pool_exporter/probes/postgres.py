@@ -42,10 +42,8 @@ from __future__ import annotations
 
 import contextlib
 import math
-import re
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg2
@@ -54,6 +52,7 @@ from prometheus_client.registry import Collector
 
 from sqlalchemy_pool_exporter.exposition import family
 from sqlalchemy_pool_exporter.logs import get_logger
+from sqlalchemy_pool_exporter.probes.base import ProbeResult, redact
 from sqlalchemy_pool_exporter.probes.stamp import STAMP_MARK, parse_stamp
 from sqlalchemy_pool_exporter.probes.url import probe_target
 from sqlalchemy_pool_exporter.protocol.catalog import metric
@@ -114,47 +113,12 @@ SELECT current_setting('max_connections')::int,
        stamped.sessions
 FROM (SELECT 1) AS one LEFT JOIN by_state ON true, locks, stamped"""
 
-# (pattern, replacement): libpq and psycopg2 may echo a DSN or URL in error text.
-_SECRET_PATTERNS = (
-    (re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE), r"\1***"),
-    (re.compile(r"(://[^:/@\s]*:)[^@\s]*(@)"), r"\1***\2"),
-)
-
-
-@dataclass(frozen=True)
-class ProbeResult:
-    """One successful probe: server limits, backends by state, locks, idle limits."""
-
-    max_connections: int
-    reserved_connections: int
-    connections: dict[str, int] = field(default_factory=dict)
-    oldest_transaction_seconds: dict[str, float] = field(default_factory=dict)
-    lock_waiting_connections: int = 0
-    oldest_lock_wait_seconds: float = 0.0
-    deadlocks: int | None = None
-    #: ``sqlalchemy_pool_db_idle_timeout_seconds`` by kind (0 = none; absent if unknown)
-    idle_timeouts: dict[str, float] = field(default_factory=dict)
-    #: server sessions of stamped app connections (see ``probes.stamp``)
-    sessions: list[dict[str, Any]] = field(default_factory=list)
-
-    def values(self) -> dict[str, Any]:
-        """The result keyed by catalog name (label value -> value where it has a label)."""
-        return {
-            "sqlalchemy_pool_db_up": 1,
-            "sqlalchemy_pool_db_max_connections": self.max_connections,
-            "sqlalchemy_pool_db_reserved_connections": self.reserved_connections,
-            "sqlalchemy_pool_db_connections": dict(self.connections),
-            "sqlalchemy_pool_db_oldest_transaction_seconds": dict(self.oldest_transaction_seconds),
-            "sqlalchemy_pool_db_lock_waiting_connections": self.lock_waiting_connections,
-            "sqlalchemy_pool_db_oldest_lock_wait_seconds": self.oldest_lock_wait_seconds,
-            "sqlalchemy_pool_db_deadlocks": self.deadlocks,
-            "sqlalchemy_pool_db_idle_timeout_seconds": dict(self.idle_timeouts),
-        }
-
 
 def connect_kwargs(url: str) -> dict[str, Any]:
     """psycopg2.connect() keyword arguments from a PostgreSQL URL or libpq DSN string."""
     target = probe_target(url)
+    if target.backend != "postgresql":
+        raise ValueError("not a PostgreSQL URL")
     if target.dsn is not None:
         return dict(target.dsn)
     kwargs: dict[str, Any] = dict(target.query)
@@ -167,15 +131,6 @@ def connect_kwargs(url: str) -> dict[str, Any]:
     }
     kwargs.update({k: v for k, v in given.items() if v is not None})
     return kwargs
-
-
-def redact(text: str, secret: str | None) -> str:
-    """``text`` with ``secret`` and anything that looks like a password replaced."""
-    if secret:
-        text = text.replace(secret, "***")
-    for pattern, replacement in _SECRET_PATTERNS:
-        text = pattern.sub(replacement, text)
-    return text
 
 
 class DatabaseProbe(Collector):
@@ -323,9 +278,10 @@ class DatabaseProbe(Collector):
                 yield one
         conns = family(metric("sqlalchemy_pool_db_connections"), labels)
         oldest = family(metric("sqlalchemy_pool_db_oldest_transaction_seconds"), labels)
+        ages = result.oldest_transaction_seconds or {}
         for state in sorted(set(STANDARD_STATES) | set(result.connections)):
             conns.add_metric([*db, state], result.connections.get(state, 0))
-            oldest.add_metric([*db, state], result.oldest_transaction_seconds.get(state, 0.0))
+            oldest.add_metric([*db, state], ages.get(state, 0.0))
         yield from (conns, oldest)
         idle = family(metric("sqlalchemy_pool_db_idle_timeout_seconds"), labels)
         for kind, seconds in sorted(result.idle_timeouts.items()):

@@ -345,7 +345,7 @@ CATALOG: tuple[Metric, ...] = (
     Metric(
         "sqlalchemy_pool_db_connections",
         "gauge",
-        "Client backends by pg_stat_activity.state.",
+        "Client sessions by state (pg_stat_activity.state; MySQL: the process list).",
         "connections",
         scope="database",
         across="-",
@@ -383,6 +383,15 @@ CATALOG: tuple[Metric, ...] = (
         "counter",
         "Deadlocks the server detected in the probed database.",
         "deadlocks",
+        scope="database",
+        across="-",
+    ),
+    Metric(
+        "sqlalchemy_pool_db_aborted_clients",
+        "counter",
+        "Connections the server dropped because the client vanished or stayed idle past"
+        " wait_timeout (MySQL/MariaDB Aborted_clients).",
+        "connections",
         scope="database",
         across="-",
     ),

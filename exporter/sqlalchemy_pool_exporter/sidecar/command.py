@@ -5,10 +5,10 @@ flag (``max_body_bytes`` → ``--max-body-bytes``); a flag wins over its
 ``POOL_EXPORTER_*`` variable. An invalid value exits with status 2 and one line naming
 the setting. Once both listeners are bound, one log line ``listening`` gives the actual
 addresses (``metrics``, ``push``), so port 0 works for tests and tools. With
-``--database-url`` the PostgreSQL probe runs in the same process and its families join
-``/metrics``; the URL itself is never logged. With ``--state-dir`` the saved state is
-restored before the listeners open; a directory held by another sidecar exits with
-status 1 (``cannot keep state``).
+``--database-url`` the database probe (PostgreSQL, MySQL or MariaDB, by the URL's
+scheme) runs in the same process and its families join ``/metrics``; the URL itself is
+never logged. With ``--state-dir`` the saved state is restored before the listeners
+open; a directory held by another sidecar exits with status 1 (``cannot keep state``).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from sqlalchemy_pool_exporter.logs import configure_process_logging, get_logger
+from sqlalchemy_pool_exporter.probes.factory import ProbeUnavailable, make_probe
 from sqlalchemy_pool_exporter.settings import PREFIX, describe_error
 from sqlalchemy_pool_exporter.sidecar.keeper import StateError
 from sqlalchemy_pool_exporter.sidecar.server import ListenError, Sidecar
@@ -119,13 +120,11 @@ def _make_probe(settings: SidecarSettings, registry: Any) -> Any:
     if settings.database_url is None:
         return None
     try:
-        # The driver is an extra ([postgres]): imported only when a probe is configured.
-        from sqlalchemy_pool_exporter.probes.postgres import DatabaseProbe
-    except ImportError as exc:
+        probe = make_probe(
+            settings.database_url.get_secret_value(), interval=settings.probe_interval
+        )
+    except ProbeUnavailable as exc:
         log.warning("database probe unavailable", error=str(exc))
         return None
-    probe = DatabaseProbe(
-        settings.database_url.get_secret_value(), interval=settings.probe_interval
-    )
     registry.register(probe)
     return probe

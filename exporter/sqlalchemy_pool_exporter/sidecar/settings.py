@@ -58,7 +58,7 @@ class SidecarSettings(BaseSettings):
         default=None, description="Directory for state that survives a restart (unset: none)."
     )
     database_url: SecretStr | None = Field(
-        default=None, description="PostgreSQL URL for the probe."
+        default=None, description="PostgreSQL, MySQL or MariaDB URL for the probe."
     )
     probe_interval: float = Field(
         default=15.0, gt=0, le=3600, description="Seconds between probes."
