@@ -15,12 +15,12 @@ from typing import Any
 from sqlalchemy_pool_exporter.diagnosis.causes import Thresholds
 from sqlalchemy_pool_exporter.diagnosis.findings import Finding
 from sqlalchemy_pool_exporter.diagnosis.server import diagnose as diagnose_pools
+from sqlalchemy_pool_exporter.diagnosis.sessions import annotate
 from sqlalchemy_pool_exporter.instrumentation import registry as instrumented
 from sqlalchemy_pool_exporter.instrumentation.engines import load_settings, sync_engine
 from sqlalchemy_pool_exporter.instrumentation.snapshot import pool_snapshot
 from sqlalchemy_pool_exporter.probes.factory import ProbeUnavailable, make_probe
 from sqlalchemy_pool_exporter.probes.url import BACKENDS, MYSQL_QUERY_PARAMETERS
-from sqlalchemy_pool_exporter.sidecar.sessions import annotate
 
 
 def _sites(held: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -13,8 +13,8 @@ from urllib.parse import parse_qsl
 from sqlalchemy_pool_exporter.diagnosis.causes import Thresholds
 from sqlalchemy_pool_exporter.diagnosis.findings import document
 from sqlalchemy_pool_exporter.diagnosis.server import diagnose
+from sqlalchemy_pool_exporter.diagnosis.sessions import annotate
 from sqlalchemy_pool_exporter.sidecar.aggregator import Aggregator
-from sqlalchemy_pool_exporter.sidecar.sessions import annotate
 from sqlalchemy_pool_exporter.sidecar.views import api_document
 
 
