@@ -253,3 +253,15 @@ def test_layers_below_the_app_side_never_import_it(layer: str) -> None:
         if target.startswith(f"{PACKAGE}.instrumentation") or target.startswith(f"{PACKAGE}.cli")
     }
     assert leaks == set()
+
+
+def test_the_app_side_never_imports_the_sidecar() -> None:
+    graph = import_graph(SOURCE, PACKAGE)
+    leaks = {
+        f"{module}:{line} -> {target}"
+        for module, edges in graph.items()
+        if module.startswith(f"{PACKAGE}.instrumentation")
+        for target, line in edges.items()
+        if target.startswith((f"{PACKAGE}.sidecar", f"{PACKAGE}.cli"))
+    }
+    assert leaks == set()
