@@ -67,6 +67,26 @@ def test_installed_package_reads_its_packaged_assets(image_venv: ImageVenv, tmp_
     assert Path(root).parts[-2:] == ("sqlalchemy_pool_exporter", "_assets")
 
 
+def test_the_wheel_installs_sqlalchemy_pool_exporter_and_no_exporter_package(
+    image_venv: ImageVenv, tmp_path: Path
+) -> None:
+    def run(code: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(image_venv.bin / "python"), "-c", code],
+            cwd=tmp_path,
+            env=image_venv.env(),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    found = run("import sqlalchemy_pool_exporter as e; print(e.instrument.__qualname__)")
+    assert (found.returncode, found.stdout) == (0, "instrument\n"), found.stderr
+    gone = run("import exporter")
+    assert gone.returncode == 1
+    assert gone.stderr.strip().splitlines()[-1] == "ModuleNotFoundError: No module named 'exporter'"
+
+
 def test_assets_command_writes_files_identical_to_the_repository(
     image_venv: ImageVenv, tmp_path: Path
 ) -> None:
