@@ -18,7 +18,7 @@ hot path; copying them into mmap files would need a writer thread per process, g
 of dead workers would linger (``livesum`` drops them only when the app calls
 ``mark_process_dead``), files pile up with worker churn, and scrapes slow down with
 them — the problems the sidecar exists to avoid, and which it already aggregates
-correctly (see the README's "Run the sidecar"). With a push URL set, the metrics are
+correctly (see the README's "The sidecar"). With a push URL set, the metrics are
 at the sidecar and nothing is said.
 """
 

@@ -9,16 +9,18 @@ target)::
     with multiprocessing.Pool(4, initializer=child_init) as pool: ...
     ProcessPoolExecutor(4, initializer=child_init)
 
-It gives every instrumented engine a fresh pool (``dispose(close=False)``) and sends the
-child's final push when it exits normally. That matters here: ``multiprocessing``
-children leave with ``os._exit``, which skips ``atexit`` — and so the exporter's own
-final push — but runs ``multiprocessing``'s finalizers. (A child killed or terminated
-sends none; the sidecar retires it after three silent push intervals, totals kept.)
+It gives every instrumented engine a fresh pool (``dispose(close=False)``): that is what
+it is for. The child's final push needs no help: ``multiprocessing`` children leave with
+``os._exit``, which skips ``atexit``, but :mod:`~sqlalchemy_pool_exporter.instrumentation.exits`
+registers a ``multiprocessing`` finalizer in every child that sends it. The finalizer
+:func:`child_init` also registers predates that and is redundant; a process sends one
+final push however often it is asked. (A child killed or terminated sends none; the
+sidecar retires it after three silent push intervals, totals kept.)
 
 With the spawn or forkserver start method the child imports the main module afresh, so
-an engine instrumented at import is instrumented there too; :func:`child_init` still
-adds the final push and is harmless otherwise. It is a module-level function, so it
-pickles for spawn.
+an engine instrumented at import is instrumented there too, with an empty pool, and
+:func:`child_init` changes nothing. It is a module-level function, so it pickles for
+spawn.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """A script that fans work out to a ``multiprocessing`` pool, the README's recipe.
 
 The parent instruments its engine and uses it once before forking; the pool's
-``initializer=child_init`` gives each child a fresh pool and its final push. ``job``
+``initializer=child_init`` gives each child a fresh pool; its final push is automatic. ``job``
 makes one checkout and returns the child's pid; the script prints the pids that ran
 jobs as JSON. The SQLite file is the first argument.
 """
