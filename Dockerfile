@@ -1,5 +1,5 @@
 # The sqlalchemy-pool-exporter sidecar: `sqlalchemy-pool-exporter serve`, configured only
-# through POOL_EXPORTER_* environment variables (see README, "Run the sidecar").
+# through POOL_EXPORTER_* environment variables (see README, "The sidecar").
 #
 # Build from the repository root:   docker build -t sqlalchemy-pool-exporter .
 #
@@ -36,9 +36,12 @@ LABEL org.opencontainers.image.title="sqlalchemy-pool-exporter" \
       org.opencontainers.image.description="Prometheus exporter sidecar for SQLAlchemy connection pools" \
       org.opencontainers.image.licenses="Apache-2.0"
 
+# The state directory (POOL_EXPORTER_STATE_DIR) belongs to the user, so a named volume
+# mounted there starts out writable by it (docker copies the directory's ownership).
 RUN groupadd --system --gid 10001 exporter \
  && useradd --system --uid 10001 --gid exporter --no-create-home \
-            --home-dir /nonexistent --shell /usr/sbin/nologin exporter
+            --home-dir /nonexistent --shell /usr/sbin/nologin exporter \
+ && install -d -o 10001 -g 10001 -m 0700 /var/lib/sqlalchemy-pool-exporter
 
 COPY --from=build /opt/venv /opt/venv
 

@@ -5,6 +5,12 @@ Three engines on the same SQLite file, measured in one run:
 * ``none``      — no instrumentation (the baseline);
 * ``exporter``  — ``sqlalchemy_pool_exporter.instrument(engine)`` with default options
   (leak detection and checkout-site capture on);
+* ``otel``      — the same with ``meter_provider=`` an OpenTelemetry SDK MeterProvider
+  (an in-memory reader): OTel on. The worker also times what a collection costs per
+  checkout+checkin it replays into the OpenTelemetry histograms (``replay ns``), and one
+  SDK ``Histogram.record()`` (``record ns``), what recording on the hot path would cost;
+* ``run``       — an engine instrumented by ``sqlalchemy-pool-exporter run``'s hook
+  (``autoinstrument``) instead of an explicit ``instrument()``;
 * ``naive``     — the obvious prometheus_client version: a labelled Gauge ``inc``/``dec``
   and ``Histogram.observe`` in checkout/checkin listeners.
 
@@ -31,11 +37,15 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from prometheus_client import CollectorRegistry, Gauge, Histogram
 from sqlalchemy import Engine, create_engine, event
 
 import sqlalchemy_pool_exporter
+from sqlalchemy_pool_exporter.instrumentation import autoinstrument
 
 
 def naive_instrument(engine: Engine, registry: CollectorRegistry) -> None:
@@ -73,24 +83,59 @@ def connect_cycle(engine: Engine, n: int) -> float:
     return (time.perf_counter_ns() - t0) / n
 
 
-VARIANTS = ("exporter", "naive")
+VARIANTS = ("exporter", "otel", "run", "naive")
 CYCLES: dict[str, Callable[[Engine, int], float]] = {
     "raw_connection(); close()": raw_cycle,
     "with engine.connect(): pass": connect_cycle,
 }
 
 
+def variant_engine(variant: str, url: str, name: str = "bench") -> tuple[Engine, Any]:
+    """The engine of ``variant`` (created after the baseline's), and its OTel reader if any."""
+    if variant == "run":
+        autoinstrument.install()  # SQLAlchemy is loaded: every engine from now on
+        return create_engine(url, pool_size=5), None
+    engine = create_engine(url, pool_size=5)
+    if variant == "naive":
+        naive_instrument(engine, CollectorRegistry())
+        return engine, None
+    reader = None
+    provider = None
+    if variant == "otel":
+        reader = InMemoryMetricReader()
+        provider = MeterProvider(metric_readers=[reader])
+    sqlalchemy_pool_exporter.instrument(
+        engine, name=name, registry=CollectorRegistry(), meter_provider=provider
+    )
+    return engine, reader
+
+
+def otel_costs(url: str, cycles: int) -> dict[str, list[float]]:
+    """ns per replayed checkout+checkin in a collection, and per SDK ``Histogram.record()``."""
+    # An engine and provider of their own: the rounds' backlog is not what is measured.
+    engine, reader = variant_engine("otel", url, name="replay")
+    reader.get_metrics_data()
+    raw_cycle(engine, cycles)
+    t0 = time.perf_counter_ns()
+    reader.get_metrics_data()
+    replay = (time.perf_counter_ns() - t0) / cycles
+    engine.dispose()
+    provider = MeterProvider(metric_readers=[InMemoryMetricReader()])
+    histogram = provider.get_meter("bench").create_histogram("bench", unit="s")
+    attributes = {"db.client.connection.pool.name": "bench"}
+    t0 = time.perf_counter_ns()
+    for _ in range(cycles):
+        histogram.record(0.0002, attributes)
+    record = (time.perf_counter_ns() - t0) / cycles
+    return {"replay": [replay], "record": [record]}
+
+
 def measure(variant: str, rounds: int, cycles: int) -> dict[str, list[float]]:
     """In this process: per cycle kind, [baseline ns, ns added by ``variant``]."""
     tmp = tempfile.TemporaryDirectory()
     url = f"sqlite:///{Path(tmp.name) / 'bench.db'}"
-    engines = {name: create_engine(url, pool_size=5) for name in ("none", variant)}
-    if variant == "exporter":
-        sqlalchemy_pool_exporter.instrument(
-            engines[variant], name="bench", registry=CollectorRegistry()
-        )
-    else:
-        naive_instrument(engines[variant], CollectorRegistry())
+    engines = {"none": create_engine(url, pool_size=5)}
+    engines[variant], reader = variant_engine(variant, url)
     out: dict[str, list[float]] = {}
     for label, cycle in CYCLES.items():
         for engine in engines.values():  # warm up: open the connection, fill caches
@@ -101,9 +146,11 @@ def measure(variant: str, rounds: int, cycles: int) -> dict[str, list[float]]:
                 times[name].append(cycle(engines[name], cycles))
         pairs = zip(times[variant], times["none"], strict=True)
         out[label] = [statistics.median(times["none"]), statistics.median(t - b for t, b in pairs)]
-    if variant == "exporter":
-        stats = sqlalchemy_pool_exporter.instrumentations()[0].stats
+    if variant != "naive":
+        (stats,) = [i.stats for i in sqlalchemy_pool_exporter.instrumentations()]
         assert stats.checkouts == len(CYCLES) * (2000 + rounds * cycles) and not stats.held
+    if reader is not None:
+        out |= otel_costs(url, min(cycles, 5000))
     for engine in engines.values():
         engine.dispose()
     tmp.cleanup()
@@ -153,6 +200,20 @@ def main() -> None:
                 f"  {name:<10} {base + mid:>9.0f} {mid:>+9.0f} {(base + mid) / base:>5.2f}x"
                 f"   {each}"
             )
+    for key, text in OTEL_COSTS.items():
+        each_ns = [run[key][0] for run in runs["otel"]]
+        print(
+            f"\n{text}: {statistics.median(each_ns):.0f} ns"
+            f"   per process: {' '.join(f'{v:.0f}' for v in each_ns)}"
+        )
+
+
+#: The OTel worker's extra figures: what a collection costs per replayed cycle, and what
+#: recording on the hot path would cost (one record per histogram: two per cycle).
+OTEL_COSTS = {
+    "replay": "OTel on, collection: replaying one checkout+checkin (wait + use)",
+    "record": "OTel SDK Histogram.record(), once (the hot path would need two per cycle)",
+}
 
 
 if __name__ == "__main__":

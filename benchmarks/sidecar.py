@@ -57,9 +57,9 @@ SENTINEL = 987654321
 def sample_pool() -> dict[str, Any]:
     """A realistic pool snapshot taken from a real instrumented SQLite engine."""
     from sqlalchemy import create_engine, text
-    from sqlalchemy_pool_exporter.instrument import instrumentations
 
     import sqlalchemy_pool_exporter
+    from sqlalchemy_pool_exporter.instrumentation.registry import instrumentations
     from sqlalchemy_pool_exporter.instrumentation.snapshot import pool_snapshot
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -43,14 +43,16 @@ def churn() -> list[Json]:
                         f"closed {LEGEND}"),
                    ),
                    "ops", thresholds()),
-        timeseries("Invalidations by kind",
-                   "Connections invalidated per second: hard (closed — disconnects, "
-                   "pre-ping failures, explicit invalidate) and soft (replaced at next "
-                   "checkout). A burst usually means the database restarted or a proxy "
-                   "dropped connections.",
-                   targets((f"sum by ({BY}, kind) "
+        timeseries("Invalidations by kind and cause",
+                   "Connections invalidated per second: hard (closed) and soft (replaced at "
+                   "next checkout), by cause: pre_ping (found dead at checkout and replaced, "
+                   "the app saw nothing), error (a disconnect error reached the app), "
+                   "explicit (the app called invalidate()). A burst usually means the "
+                   "database restarted or a proxy dropped connections; steady errors mean "
+                   "pool_recycle above an idle limit without pre-ping.",
+                   targets((f"sum by ({BY}, kind, cause) "
                             f"({rate('sqlalchemy_pool_invalidations_total')})",
-                            f"{{{{kind}}}} {LEGEND}")),
+                            f"{{{{kind}}}} {{{{cause}}}} {LEGEND}")),
                    "ops", thresholds(None, 1)),
         timeseries("Connect errors",
                    "Failed attempts per second to open a DBAPI connection: the database "
@@ -136,6 +138,20 @@ def database() -> list[Json]:
                    targets((server("sqlalchemy_pool_db_oldest_transaction_seconds",
                                    extra='state="idle in transaction"'), "{{database}}")),
                    "s", thresholds(IDLE_TX_WARN, IDLE_TX_CRIT), threshold_lines=True),
+        timeseries("Lock waits and deadlocks",
+                   "Backends waiting for a lock now, the longest current lock wait (s), and "
+                   "deadlocks per second on the probed database. Every waiter holds a pool "
+                   "connection: `sqlalchemy-pool-exporter doctor` names the holder.",
+                   targets(
+                       (server("sqlalchemy_pool_db_lock_waiting_connections"),
+                        "{{database}} waiting"),
+                       (server("sqlalchemy_pool_db_oldest_lock_wait_seconds"),
+                        "{{database}} oldest wait (s)"),
+                       (f"max by (database) "
+                        f"({rate('sqlalchemy_pool_db_deadlocks_total', HOST)})",
+                        "{{database}} deadlocks/s"),
+                   ),
+                   "short", thresholds(None, 1)),
     )
 
 

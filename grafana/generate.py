@@ -17,7 +17,7 @@ seeing every process (*Exporter health*).
 Series labels: everything served by the sidecar carries ``app`` and ``pool``; embedded
 mode has ``pool`` only; Prometheus adds ``job`` and ``instance`` (and ``namespace`` on
 Kubernetes). Every variable therefore has an "All" value of ``.*``, which also matches a
-label that is absent, so one dashboard serves both modes. Metric names are SPEC §2's.
+label that is absent, so one dashboard serves both modes. Metric names: docs/metrics.md.
 Only the standard library is used, so the generator runs anywhere Python does.
 """
 

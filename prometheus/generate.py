@@ -3,7 +3,7 @@
 Outputs, relative to the output root (the repository by default):
 
 * ``prometheus/recording.yaml`` — per-pool aggregates the alerts (and dashboards) read;
-* ``prometheus/alerts.yaml`` — every alert of SPEC §5;
+* ``prometheus/alerts.yaml`` — every alert (each has a runbook entry in ``docs/runbook.md``);
 * ``deploy/kubernetes/prometheusrule.yaml`` — both groups as a Prometheus Operator
   ``PrometheusRule``.
 
@@ -50,7 +50,7 @@ HEADER = (
 )
 RECORDING_GROUP = "sqlalchemy-pool.rules"
 ALERT_GROUP = "sqlalchemy-pool.alerts"
-#: labels of sqlalchemy_pool_info besides the series' own (see exporter/families.py)
+#: labels of sqlalchemy_pool_info besides the series' own (INFO_LABELS of the package's protocol/catalog.py)
 INFO_LABELS = (
     "pool_class", "dialect", "driver", "database", "host",
     "timeout_seconds", "recycle_seconds", "pre_ping",
@@ -61,6 +61,10 @@ POOL_REF = (
     "{{ with $labels.app }} of app {{ . }}{{ end }}"
     "{{ with $labels.namespace }} in namespace {{ . }}{{ end }}"
 )
+
+OLDEST_XACT = "sqlalchemy_pool_db_oldest_transaction_seconds"
+IDLE_XACT = 'state="idle in transaction"'
+HAS_DATABASE = 'database!=""'
 
 
 class Rules:
@@ -210,7 +214,103 @@ class Rules:
             ),
             self.budget_alert(),
             self.exporter_down_alert(),
+            *self.diagnosis_alerts(),
         ]
+
+    # -- the diagnosis alerts: one cause of the runbook's table each ----------------------
+    def diagnosis_alerts(self) -> list[dict[str, Any]]:
+        a = self.alerts_cfg
+        db_by = ", ".join(self.cfg["database_group_by"])
+        db_ref = (
+            "database {{ $labels.database }}"
+            "{{ with $labels.namespace }} in namespace {{ . }}{{ end }}"
+        )
+        locks = a["SQLAlchemyPoolLockWaits"]
+        lock_wait = self.record(
+            "database:sqlalchemy_pool_db_oldest_lock_wait_seconds:max",
+            f"max by ({db_by}) ({self.sel('sqlalchemy_pool_db_oldest_lock_wait_seconds')})",
+        )
+        idle = a["SQLAlchemyPoolIdleInTransaction"]
+        idle_xact = self.record(
+            "database:sqlalchemy_pool_db_oldest_idle_in_transaction_seconds:max",
+            f"max by ({db_by}) ({self.sel(OLDEST_XACT, IDLE_XACT)})",
+        )
+        fork = a["SQLAlchemyPoolForkInheritedConnections"]
+        # A forked worker's own series (per-process output, or a new app's first scrape)
+        # is born with its count: increase() cannot see that first step, so a series that
+        # did not exist a window ago counts with its whole value.
+        counter = self.sel("sqlalchemy_pool_fork_inherited_connections_total")
+        inherited = self.record(
+            f"app_pool:sqlalchemy_pool_fork_inherited_connections:increase{fork['window']}",
+            f"sum by ({self.by}) (\n  ({counter} unless {counter} offset {fork['window']})\n"
+            f"  or\n  increase({counter}[{fork['window']}])\n)",
+        )
+        return [
+            self.alert(
+                "SQLAlchemyPoolLockWaits",
+                f"{lock_wait} > {float(locks['threshold_seconds']):g}",
+                "Database sessions are waiting for locks held by other transactions.",
+                f"On {db_ref} a session has been waiting for a lock for"
+                " {{ $value | humanizeDuration }} (threshold"
+                f" {float(locks['threshold_seconds']):g}s), for {locks['for']}. Each waiter holds"
+                " a pool connection while it waits. `sqlalchemy-pool-exporter doctor` names the"
+                " holding process and checkout site.",
+            ),
+            self.stale_alert(),
+            self.alert(
+                "SQLAlchemyPoolForkInheritedConnections",
+                f"{inherited} > {fork['threshold']}",
+                "Forked processes inherited open pooled connections from their parent.",
+                f"{POOL_REF}: {{{{ $value | humanize }}}} pooled connection(s) were inherited"
+                f" open across fork within {fork['window']}. Parent and child share those"
+                " sockets; call engine.dispose(close=False) in each child after fork.",
+            ),
+            self.alert(
+                "SQLAlchemyPoolIdleInTransaction",
+                f"{idle_xact} > {float(idle['threshold_seconds']):g}",
+                "A transaction has been left open, idle, by an app.",
+                f"On {db_ref} a transaction has been idle for {{{{ $value | humanizeDuration }}}}"
+                f" (threshold {float(idle['threshold_seconds']):g}s), for {idle['for']}. It holds"
+                " a pool connection, its locks and its snapshot. /api/pools and"
+                " `sqlalchemy-pool-exporter doctor` name the process and checkout site.",
+            ),
+        ]
+
+    def stale_alert(self) -> dict[str, Any]:
+        s = self.alerts_cfg["SQLAlchemyPoolStaleConnectionRisk"]
+        kinds = "|".join(s["kinds"])
+        keep = ", ".join(label for label in INFO_LABELS if label != "database")
+        idle_kinds = f'kind=~"{kinds}"'
+        limit = self.record(
+            "database:sqlalchemy_pool_db_idle_timeout_seconds:min",
+            f"min by (database) ({self.sel('sqlalchemy_pool_db_idle_timeout_seconds', idle_kinds)}"
+            " > 0)",
+        )
+        # pool_recycle per pool with the database it uses (from sqlalchemy_pool_info); a
+        # pool that never recycles has no recycle series: -1 stands in for it.
+        info = f"max without ({keep}) ({self.sel('sqlalchemy_pool_info', HAS_DATABASE)})"
+        recycle = self.sel("sqlalchemy_pool_recycle_seconds")
+        never = self.sel("sqlalchemy_pool_info", 'database!="", recycle_seconds="-1"')
+        per_pool = self.record(
+            "app_pool:sqlalchemy_pool_recycle_seconds:max",
+            f"max by ({self.by}, database) (\n  {recycle}\n"
+            f"  * ignoring (database) group_left (database)\n  {info}\n)\n"
+            f"or\nmax by ({self.by}, database) (-1 + 0 * {never})",
+        )
+        expr = (
+            f"(\n  {per_pool} >= on (database) group_left {limit}\n)\nor\n"
+            f"(\n  {per_pool} == -1\n  and on (database) {limit}\n)"
+        )
+        return self.alert(
+            "SQLAlchemyPoolStaleConnectionRisk",
+            expr,
+            "A SQLAlchemy pool keeps connections longer than the database lets them idle.",
+            f"{POOL_REF}: pool_recycle is {{{{ if eq $value -1.0 }}}}unset{{{{ else }}}}"
+            "{{ $value }}s{{ end }} but the server closes connections idle for"
+            f" {{{{ with printf `{limit}{{database=%q}}` $labels.database | query }}}}"
+            "{{ . | first | value }}{{ end }}s (database {{ $labels.database }}). Pooled"
+            " connections die idle; set pool_recycle below that limit (and pool_pre_ping=True).",
+        )
 
     def budget_alert(self) -> dict[str, Any]:
         b = self.alerts_cfg["SQLAlchemyPoolDatabaseConnectionBudget"]

@@ -1,10 +1,33 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh clone on a fresh machine: installs what the tests
 # need (Debian packages when run as root, Python packages into .venv), then runs lint,
-# type checks, the suite on SQLAlchemy 2.1, and the unit suite again on SQLAlchemy 2.0.
+# type checks, the suite on SQLAlchemy 2.1, and the unit suite again on SQLAlchemy 2.0;
+# after each, SQLAlchemy's own tests with every engine instrumented (scripts/conformance.py).
+#
+#   scripts/test.sh [PYTEST ARGS]   everything CI runs
+#   scripts/test.sh --unit [ARGS]   the fast loop: lint, types and tests/unit only, on the
+#                                   existing .venv; no Debian or npm installs, no 2.0 run
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
+UNIT_ONLY=""
+if [ "${1:-}" = "--unit" ]; then
+    UNIT_ONLY=1
+    shift
+fi
+
+if [ -n "$UNIT_ONLY" ]; then
+    if ! .venv/bin/python -c "import sqlalchemy_pool_exporter, pytest, hypothesis" 2>/dev/null; then
+        if [ ! -x .venv/bin/python ]; then python3 -m venv .venv; fi
+        .venv/bin/pip install -q --upgrade pip >/dev/null
+        .venv/bin/pip install -q -e ".[test]" "sqlalchemy[asyncio]>=2.1,<2.2"
+    fi
+    echo "== ruff"; .venv/bin/ruff check exporter tests benchmarks
+    .venv/bin/ruff format --check exporter tests benchmarks
+    echo "== mypy"; .venv/bin/mypy
+    echo "== pytest unit"
+    exec .venv/bin/pytest -q -p no:cacheprovider -m unit "$@" tests/unit
+fi
 
 apt_updated=""
 apt_install() {  # install Debian packages (as root), or say how when we cannot
@@ -53,6 +76,23 @@ else
 fi
 # <<< Deploy
 
+# >>> MariaDB: the MySQL/MariaDB probe's scenarios run against a server on 127.0.0.1:3306
+# whose root logs in without a password (each test module makes and drops its own
+# database and users). Installed and started when missing; in CI an unreachable server
+# fails those tests.
+if ! (exec 3<>/dev/tcp/127.0.0.1/3306) 2>/dev/null; then
+    command -v mariadbd >/dev/null 2>&1 || command -v mysqld >/dev/null 2>&1 \
+        || apt_install mariadb-server
+    if [ "$(id -u)" = 0 ]; then
+        service mariadb start >/dev/null 2>&1 || service mysql start >/dev/null 2>&1 \
+            || echo "test.sh: could not start MariaDB" >&2
+        # Debian's root uses unix_socket auth; the tests log in over TCP as root@127.0.0.1.
+        mysql -uroot -e "CREATE USER IF NOT EXISTS 'root'@'127.0.0.1';
+            GRANT ALL ON *.* TO 'root'@'127.0.0.1' WITH GRANT OPTION;" 2>/dev/null || true
+    fi
+fi
+# <<< MariaDB
+
 # >>> Grafana dashboard: node modules of its schema check (@grafana/schema + TypeScript),
 # the generator's lint and types. Without npm the schema check cannot run: fatal in CI.
 if command -v npm >/dev/null 2>&1; then
@@ -69,12 +109,26 @@ echo "== ruff, mypy (grafana)"; .venv/bin/ruff check grafana && .venv/bin/mypy -
 echo "== ruff, mypy (prometheus)"; .venv/bin/ruff check prometheus && .venv/bin/mypy --strict prometheus/generate.py
 # <<< Alert rules
 
-echo "== ruff"; .venv/bin/ruff check exporter tests benchmarks
-echo "== mypy"; .venv/bin/mypy
+# >>> Process exit: the Celery test needs Redis on 127.0.0.1:6379; started here if absent.
+redis_up() { (exec 3<>/dev/tcp/127.0.0.1/6379) 2>/dev/null; }
+if ! redis_up; then
+    command -v redis-server >/dev/null 2>&1 || apt_install redis-server
+    if command -v redis-server >/dev/null 2>&1; then
+        redis-server --bind 127.0.0.1 --port 6379 --daemonize yes --save '' --appendonly no >/dev/null
+        for _ in $(seq 50); do redis_up && break; sleep 0.1; done
+    fi
+fi
+# <<< Process exit
+
+echo "== ruff"; .venv/bin/ruff check exporter tests benchmarks scripts
+.venv/bin/ruff format --check exporter tests benchmarks scripts
+echo "== mypy"; .venv/bin/mypy && .venv/bin/mypy --strict scripts/conformance.py
 # Tests start programs of the environment (gunicorn, sqlalchemy-pool-exporter) by name.
 export PATH="$ROOT/.venv/bin:$PATH"
 echo "== pytest (SQLAlchemy $(.venv/bin/python -c 'import sqlalchemy; print(sqlalchemy.__version__)'))"
 .venv/bin/pytest -q -p no:cacheprovider "$@" tests
+# SQLAlchemy's own engine, pool and asyncio tests, plain and with every engine instrumented.
+echo "== conformance (SQLAlchemy 2.1)"; .venv/bin/python scripts/conformance.py
 
 # SQLAlchemy 2.0: the unit suite again, in its own environment.
 if [ ! -x .venv-sa20/bin/python ]; then python3 -m venv .venv-sa20; fi
@@ -83,4 +137,5 @@ if [ ! -x .venv-sa20/bin/python ]; then python3 -m venv .venv-sa20; fi
 export PATH="$ROOT/.venv-sa20/bin:$PATH"
 echo "== pytest unit (SQLAlchemy $(.venv-sa20/bin/python -c 'import sqlalchemy; print(sqlalchemy.__version__)'))"
 .venv-sa20/bin/pytest -q -p no:cacheprovider tests/unit
+echo "== conformance (SQLAlchemy 2.0)"; .venv-sa20/bin/python scripts/conformance.py
 cd "$ROOT"

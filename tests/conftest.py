@@ -1,9 +1,17 @@
-"""Shared fixtures: real engines on throwaway SQLite files, and binary requirements.
+"""Shared fixtures: real engines on throwaway SQLite files, real sidecars, binaries.
 
 Integration tests need real programs (PostgreSQL's initdb, prometheus, promtool,
 alertmanager, gunicorn). :func:`require_binary` skips a test when one is missing on a
 developer's machine, but in CI (``CI`` set) a missing binary is a failure: the suite must
 never go green by skipping what it is meant to prove.
+
+The sidecar fixtures (``sidecar``, ``sidecar_factory``, ``sidecar_process``,
+``sidecar_process_factory``) are described in ``tests/sidecars.py``.
+
+Every test is marked by its directory — ``unit`` (``tests/unit``: in-process, SQLite,
+seconds), ``deploy`` (``tests/deploy``) or ``integration`` (the rest: real servers and
+tools) — so ``pytest -m unit`` is the fast loop. Tests wait for conditions with
+:func:`wait_for`, never for a fixed time.
 """
 
 from __future__ import annotations
@@ -11,17 +19,43 @@ from __future__ import annotations
 import importlib.util
 import os
 import shutil
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry
 from sqlalchemy import Engine, create_engine
 
 import sqlalchemy_pool_exporter
+from tests.sidecars import RunningSidecar, start_sidecar, start_sidecar_process
 
 IN_CI = bool(os.environ.get("CI"))
+TESTS = Path(__file__).resolve().parent
+#: The marker of each test directory; tests elsewhere (tests/*.py) drive real tools.
+DIRECTORY_MARKERS = {"unit": "unit", "integration": "integration", "deploy": "deploy"}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark every test ``unit``, ``integration`` or ``deploy`` by where it lives."""
+    for item in items:
+        parts = item.path.resolve().relative_to(TESTS).parts
+        marker = DIRECTORY_MARKERS.get(parts[0], "integration") if len(parts) > 1 else None
+        item.add_marker(marker or "integration")
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, step: float = 0.02) -> Any:
+    """Poll ``predicate`` until it returns a truthy value; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s: {predicate}")
+        time.sleep(step)
 
 
 def load_script(path: Path, name: str) -> ModuleType:
@@ -76,3 +110,52 @@ def make_engine(engines: list[Engine], sqlite_url: str):  # type: ignore[no-unty
         return engine
 
     return make
+
+
+# -- real sidecars (tests/sidecars.py) ---------------------------------------------
+
+
+@pytest.fixture
+def sidecar() -> Iterator[RunningSidecar]:
+    """A fresh in-process sidecar (both listeners on 127.0.0.1, port 0)."""
+    running = start_sidecar()
+    yield running
+    running.stop()
+
+
+@pytest.fixture
+def sidecar_factory() -> Iterator[Callable[..., RunningSidecar]]:
+    """Start in-process sidecars with setting overrides; all stopped after the test."""
+    started: list[RunningSidecar] = []
+
+    def make(**settings: Any) -> RunningSidecar:
+        running = start_sidecar(**settings)
+        started.append(running)
+        return running
+
+    yield make
+    for running in started:
+        running.stop()
+
+
+@pytest.fixture(scope="session")
+def sidecar_process() -> Iterator[RunningSidecar]:
+    """One real ``serve`` subprocess shared by the whole session."""
+    running = start_sidecar_process()
+    yield running
+    running.stop()
+
+
+@pytest.fixture
+def sidecar_process_factory() -> Iterator[Callable[..., RunningSidecar]]:
+    """Start ``serve`` subprocesses with extra flags/env; all terminated after the test."""
+    started: list[RunningSidecar] = []
+
+    def make(*flags: str, env: dict[str, str] | None = None) -> RunningSidecar:
+        running = start_sidecar_process(*flags, env=env)
+        started.append(running)
+        return running
+
+    yield make
+    for running in started:
+        running.stop()

@@ -161,7 +161,9 @@ def exported_metric_names(monkeypatch: pytest.MonkeyPatch) -> set[str]:
     # The probe serves its server-side families only after a successful probe; stand in
     # for the database round trip (tests/integration cover the real server).
     probe = DatabaseProbe("postgresql://monitor@127.0.0.1:1/app")
-    result = ProbeResult(100, 3, {"idle in transaction": 1}, {"idle in transaction": 2.0})
+    result = ProbeResult(
+        100, 3, {"idle in transaction": 1}, {"idle in transaction": 2.0}, deadlocks=0
+    )
     monkeypatch.setattr(probe, "_query", lambda: result)
     assert probe.probe_once()
     names |= sample_names(probe.collect())
@@ -408,6 +410,9 @@ def test_dashboard_shows_every_family_the_issue_asks_for() -> None:
         "sqlalchemy_pool_db_reserved_connections",
         "sqlalchemy_pool_db_connections",
         "sqlalchemy_pool_db_oldest_transaction_seconds",
+        "sqlalchemy_pool_db_lock_waiting_connections",
+        "sqlalchemy_pool_db_oldest_lock_wait_seconds",
+        "sqlalchemy_pool_db_deadlocks_total",
         "sqlalchemy_pool_processes",
         "pool_exporter_processes",
         "pool_exporter_pushes_total",
@@ -425,7 +430,7 @@ def test_rows_in_order() -> None:
 
 def test_every_panel_has_description_unit_thresholds_and_the_datasource_variable() -> None:
     panels = [p for p in all_panels(dashboard()) if p["type"] != "row"]
-    assert len(panels) == 30
+    assert len(panels) == 31
     for panel in panels:
         defaults = panel["fieldConfig"]["defaults"]
         assert len(panel["description"]) > 40, panel["title"]

@@ -15,9 +15,14 @@ does not load SQLAlchemy by importing this package.
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, Any
 
+# Not ``typing.TYPE_CHECKING``: ``run`` imports this package into every Python process of
+# its command at start-up, and typing alone would double what that costs them.
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any
+
+    from sqlalchemy_pool_exporter.instrumentation.diagnose import diagnose as diagnose
     from sqlalchemy_pool_exporter.instrumentation.embedded import PoolCollector as PoolCollector
     from sqlalchemy_pool_exporter.instrumentation.embedded import (
         start_http_server as start_http_server,
@@ -27,6 +32,7 @@ if TYPE_CHECKING:
     from sqlalchemy_pool_exporter.instrumentation.registry import (
         instrumentations as instrumentations,
     )
+    from sqlalchemy_pool_exporter.instrumentation.runtime import flush as flush
     from sqlalchemy_pool_exporter.instrumentation.stats import PoolStats as PoolStats
 
 __version__ = "0.1.0"
@@ -35,6 +41,8 @@ __version__ = "0.1.0"
 _PUBLIC = {
     "PoolCollector": "sqlalchemy_pool_exporter.instrumentation.embedded",
     "PoolStats": "sqlalchemy_pool_exporter.instrumentation.stats",
+    "flush": "sqlalchemy_pool_exporter.instrumentation.runtime",
+    "diagnose": "sqlalchemy_pool_exporter.instrumentation.diagnose",
     "instrument": "sqlalchemy_pool_exporter.instrumentation.engines",
     "instrumentations": "sqlalchemy_pool_exporter.instrumentation.registry",
     "start_http_server": "sqlalchemy_pool_exporter.instrumentation.embedded",

@@ -5,17 +5,25 @@ collector with this process's pools labelled ``pool``, the sidecar with aggregat
 labelled ``app`` and ``pool`` (and ``process`` with per-process output). Every family,
 its help text and its labels come from the catalog
 (:mod:`sqlalchemy_pool_exporter.protocol.catalog`); nothing here spells a metric name.
-Families are built fresh for every scrape; nothing is stored.
+Families are built fresh for every scrape.
 
-Building is the cost of a scrape, so samples are appended as prometheus_client
-``Sample`` tuples directly (its ``add_metric`` helpers re-zip the label names for every
-sample); what a scrape of 100 pools costs is measured by ``benchmarks/collect.py``.
+Building is the cost of a scrape (about 80 samples per pool), so samples are made as
+prometheus_client ``Sample`` tuples directly: its ``add_metric`` helpers re-zip the label
+names for every sample, and ``Sample(...)`` itself costs a Python frame. The label dicts
+are what is left; they are the same at every scrape of a pool, and so are the samples of
+a histogram whose counts did not move, so a caller whose pools are long-lived keeps them
+in a :class:`SeriesCache` (a bounded one: pools that come and go only cost a rebuild).
+Samples are tuples and exposition never changes their labels, which is what makes
+sharing them across scrapes safe. What a scrape of 100 pools costs is measured by
+``benchmarks/collect.py``.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
+from functools import partial
+from itertools import repeat
 from typing import Any
 
 from prometheus_client.core import (
@@ -53,49 +61,128 @@ def family(row: Row, label_names: Sequence[str]) -> Any:
     return GaugeMetricFamily(row.name, row.help, labels=labels)
 
 
-def pool_families(label_names: Sequence[str], items: Iterable[PoolItem]) -> list[Metric]:
+#: Sample fields after (name, labels, value) — timestamp, exemplar and, in newer
+#: prometheus_client, native_histogram — all unset here.
+_TAIL = (None,) * (len(Sample._fields) - 3)
+_NONES = [repeat(None)] * len(_TAIL)
+#: A Sample from a tuple of all its fields: what ``Sample(...)`` does, minus a Python frame.
+_SAMPLE = partial(tuple.__new__, Sample)
+#: Every series of the gauge and counter rows, flat: (row index, snapshot section, field,
+#: sample name, its own labels). Taken from the catalog once, not per pool and scrape.
+_SCALARS = tuple(
+    (i, _SECTION[row.kind], field, row.exposed, dict(zip(row.labels, values, strict=True)))
+    for i, row in enumerate(POOL_METRICS)
+    if row.kind in ("gauge", "counter")
+    for values, field in row.fields
+)
+#: (row index, name, field) of each histogram row, and (row index, name) of the info row.
+_HISTOGRAMS = tuple(
+    (i, row.name, row.fields[0][1]) for i, row in enumerate(POOL_METRICS) if row.kind == "histogram"
+)
+_INFO = tuple((i, row.name) for i, row in enumerate(POOL_METRICS) if row.kind == "info")
+
+
+class PoolSeries:
+    """What one pool's samples reuse from scrape to scrape.
+
+    Its label dicts, which never change, and its last samples: a sample whose value
+    (a histogram whose counts) did not move since the last scrape is served again as it
+    was — an idle pool costs one comparison per series.
+    """
+
+    __slots__ = ("base", "buckets", "histograms", "info", "labels", "scalars")
+
+    def __init__(self, base: dict[str, str]) -> None:
+        self.base = base
+        self.labels = [{**base, **own} if own else base for *_, own in _SCALARS]
+        self.scalars: list[Sample | None] = [None] * len(_SCALARS)
+        self.buckets: dict[tuple[float, ...], list[dict[str, str]]] = {}
+        self.histograms: dict[int, tuple[Any, list[Sample]]] = {}  # row -> (values, samples)
+        self.info: tuple[dict[str, str], Sample] | None = None
+
+    def add(self, snap: dict[str, Any], families: list[list[Sample]]) -> None:
+        """Append this pool's samples of ``snap`` to each family's sample list."""
+        last, labels = self.scalars, self.labels
+        for j, (row, section, field, name, _) in enumerate(_SCALARS):
+            value = snap[section].get(field)
+            if value is None:
+                continue  # no such limit for this pool class
+            sample = last[j]
+            if sample is None or sample[2] != value:
+                sample = last[j] = _SAMPLE((name, labels[j], float(value), *_TAIL))
+            families[row].append(sample)
+        for row, name, field in _HISTOGRAMS:
+            families[row] += self.histogram(row, name, snap["histograms"][field])
+        info = snap.get("info")
+        if info:
+            for row, name in _INFO:
+                families[row].append(self.info_sample(name, info))
+
+    def le(self, bounds: tuple[float, ...]) -> list[dict[str, str]]:
+        """Labels of each ``_bucket`` sample for ``bounds`` (+Inf last)."""
+        labels = self.buckets.get(bounds)
+        if labels is None:
+            les = [*map(format_le, bounds), "+Inf"]
+            labels = self.buckets[bounds] = [{**self.base, "le": le} for le in les]
+        return labels
+
+    def info_sample(self, name: str, info: dict[str, str]) -> Sample:
+        """The ``sqlalchemy_pool_info`` sample for ``info``."""
+        last = self.info
+        if last is not None and last[0] == info:
+            return last[1]
+        labels = self.base | {k: str(info.get(k, "")) for k in INFO_LABELS}
+        sample = _SAMPLE((name, labels, 1.0, *_TAIL))
+        self.info = (dict(info), sample)
+        return sample
+
+    def histogram(self, row: int, name: str, hist: dict[str, Any]) -> list[Sample]:
+        """The ``_bucket``, ``_count`` and ``_sum`` samples of one histogram."""
+        bounds = tuple(hist["buckets"])
+        counts = tuple(hist["counts"])
+        key = (bounds, counts, hist["sum"])
+        last = self.histograms.get(row)
+        if last is not None and last[0] == key:
+            return last[1]
+        # Most of a pool's samples are buckets: made by C iterators, no Python frame each.
+        buckets = zip(repeat(f"{name}_bucket"), self.le(bounds), map(float, counts), *_NONES)
+        samples = [
+            *map(_SAMPLE, buckets),
+            _SAMPLE((f"{name}_count", self.base, float(counts[-1]), *_TAIL)),
+            _SAMPLE((f"{name}_sum", self.base, float(hist["sum"]), *_TAIL)),
+        ]
+        self.histograms[row] = (key, samples)
+        return samples
+
+
+class SeriesCache:
+    """:class:`PoolSeries` by label values, kept across scrapes; emptied when over ``limit``."""
+
+    def __init__(self, limit: int = 1024) -> None:
+        self.limit = limit
+        self._entries: dict[tuple[str, ...], PoolSeries] = {}
+
+    def get(self, names: tuple[str, ...], values: tuple[str, ...]) -> PoolSeries:
+        """The pool labelled ``values`` (``names`` are the caller's, always the same)."""
+        entry = self._entries.get(values)
+        if entry is None:
+            if len(self._entries) >= self.limit:
+                self._entries = {}  # a reader still holding the old dict keeps its entries
+            entry = self._entries[values] = PoolSeries(dict(zip(names, values, strict=True)))
+        return entry
+
+
+def pool_families(
+    label_names: Sequence[str], items: Iterable[PoolItem], cache: SeriesCache | None = None
+) -> list[Metric]:
     """Every pool family of the catalog for ``items`` (label values, pool snapshot)."""
     names = tuple(label_names)
-    families = [(row, family(row, names)) for row in POOL_METRICS]
-    les: dict[tuple[float, ...], list[str]] = {}
+    families = [family(row, names) for row in POOL_METRICS]
+    samples = [fam.samples for fam in families]
     for values, snap in items:
-        base = dict(zip(names, values, strict=True))
-        for row, fam in families:
-            samples = fam.samples
-            if row.kind == "info":
-                info = snap.get("info")
-                if info:
-                    labels = base | {k: str(info.get(k, "")) for k in INFO_LABELS}
-                    samples.append(Sample(row.name, labels, 1.0))
-                continue
-            section = snap[_SECTION[row.kind]]
-            if row.kind == "histogram":
-                _histogram(samples, row.name, base, section[row.fields[0][1]], les)
-                continue
-            sample_name = row.exposed
-            own = row.labels
-            for label_values, field in row.fields:
-                value = section.get(field)
-                if value is None:
-                    continue  # no such limit for this pool class
-                labels = base | dict(zip(own, label_values, strict=True)) if own else base
-                samples.append(Sample(sample_name, labels, float(value)))
-    return [fam for _, fam in families]
-
-
-def _histogram(
-    samples: list[Sample],
-    name: str,
-    base: dict[str, str],
-    hist: dict[str, Any],
-    les: dict[tuple[float, ...], list[str]],
-) -> None:
-    bounds = tuple(hist["buckets"])
-    le_texts = les.get(bounds)
-    if le_texts is None:
-        le_texts = les[bounds] = [*(format_le(b) for b in bounds), "+Inf"]
-    bucket = f"{name}_bucket"
-    for le, count in zip(le_texts, hist["counts"], strict=True):
-        samples.append(Sample(bucket, base | {"le": le}, float(count)))
-    samples.append(Sample(f"{name}_count", base, float(hist["counts"][-1])))
-    samples.append(Sample(f"{name}_sum", base, float(hist["sum"])))
+        if cache is None:
+            pool = PoolSeries(dict(zip(names, values, strict=True)))
+        else:
+            pool = cache.get(names, tuple(values))
+        pool.add(snap, samples)
+    return families

@@ -24,7 +24,8 @@ import yaml
 
 from sqlalchemy_pool_exporter.sidecar.settings import SidecarSettings
 from tests.conftest import require_binary
-from tests.deploy.tools import COMPOSE_DIR, ROOT, split_hostport
+from tests.deploy.tools import COMPOSE_DIR, ROOT, STATE_DIR, read_dockerfile, split_hostport
+from tests.deploy.tools import sidecar_settings as settings_of
 
 pytestmark = pytest.mark.integration
 
@@ -68,10 +69,27 @@ def mounts(service: dict[str, Any]) -> dict[str, Path]:
     for volume in service.get("volumes", []):
         if isinstance(volume, str):  # compose v1: "source:target[:mode]"
             source, target = volume.split(":")[:2]
+            if not source.startswith(("/", ".")):
+                continue  # a named volume
         else:  # compose v2: long syntax
+            if volume["type"] == "volume":
+                continue
             assert volume["type"] == "bind", volume
             source, target = volume["source"], volume["target"]
         out[target] = Path(source)
+    return out
+
+
+def named_volumes(service: dict[str, Any]) -> dict[str, str]:
+    """Named volumes of a service: container path → volume name."""
+    out: dict[str, str] = {}
+    for volume in service.get("volumes", []):
+        if isinstance(volume, str):
+            source, target = volume.split(":")[:2]
+            if not source.startswith(("/", ".")):
+                out[target] = source
+        elif volume["type"] == "volume":
+            out[volume["target"]] = volume["source"]
     return out
 
 
@@ -89,14 +107,7 @@ def published(service: dict[str, Any]) -> dict[int, tuple[str, int]]:
 
 def sidecar_settings(services: dict[str, Any]) -> SidecarSettings:
     """The sidecar's settings as its environment makes them."""
-    env = services["sidecar"]["environment"]
-    return SidecarSettings(
-        **{
-            k.removeprefix("POOL_EXPORTER_").lower(): v
-            for k, v in env.items()
-            if k.startswith("POOL_EXPORTER_")
-        }
-    )
+    return settings_of(services["sidecar"]["environment"])
 
 
 def test_compose_file_is_valid_and_has_the_whole_stack(services: dict[str, Any]) -> None:
@@ -140,6 +151,22 @@ def test_every_referenced_file_exists(services: dict[str, Any]) -> None:
             context = Path(service["build"]["context"])
             assert context == ROOT, name
             assert (context / service["build"]["dockerfile"]).is_file(), name
+
+
+def test_sidecar_keeps_its_state_on_a_named_volume(services: dict[str, Any]) -> None:
+    # A restarted or recreated sidecar container finds its state: no counter goes down.
+    sidecar = services["sidecar"]
+    assert sidecar["environment"]["POOL_EXPORTER_STATE_DIR"] == STATE_DIR, (
+        "set POOL_EXPORTER_STATE_DIR on the compose sidecar so counters survive restarts"
+    )
+    volume = named_volumes(sidecar).get(STATE_DIR)
+    assert volume is not None, f"mount a named volume at {STATE_DIR} in the sidecar"
+    declared = yaml.safe_load(COMPOSE_FILE.read_text())["volumes"]
+    assert volume in declared, f"declare the volume {volume!r} under top-level volumes:"
+    # The image owns that directory, so a new volume starts out writable by its user.
+    assert (
+        f"install -d -o 10001 -g 10001 -m 0700 {STATE_DIR}" in read_dockerfile()[-1].all("RUN")[0]
+    )
 
 
 def test_app_pushes_to_the_sidecar_with_the_same_token(services: dict[str, Any]) -> None:

@@ -81,13 +81,15 @@ def shop_db() -> Iterator[PgCluster]:
 class Sidecar:
     """A ``serve`` subprocess with the compose sidecar's environment."""
 
-    def __init__(self, db_port: int) -> None:
+    def __init__(self, db_port: int, state_dir: str) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("POOL_EXPORTER_")}
         env.update(COMPOSE["sidecar"]["environment"])
         env["POOL_EXPORTER_LISTEN"] = "127.0.0.1:0"
         env["POOL_EXPORTER_PUSH_LISTEN"] = "127.0.0.1:0"
         env["POOL_EXPORTER_DATABASE_URL"] = _local(env["POOL_EXPORTER_DATABASE_URL"], db_port)
         env["POOL_EXPORTER_PROBE_INTERVAL"] = "1"
+        # The container's volume path, not this machine's.
+        env["POOL_EXPORTER_STATE_DIR"] = state_dir
         # Silent processes would expire only after 100 intervals: a worker that vanishes
         # sooner was retired by its final push at exit.
         env["POOL_EXPORTER_EXPIRY_FACTOR"] = "100"
@@ -143,7 +145,7 @@ def _get(url: str) -> tuple[int, str]:
 def test_four_gunicorn_workers_push_to_the_sidecar_and_the_probe_reads_the_server(
     shop_db: PgCluster, tmp_path: Path
 ) -> None:
-    sidecar = Sidecar(shop_db.port)
+    sidecar = Sidecar(shop_db.port, str(tmp_path / "state"))
     app_port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("POOL_EXPORTER_")}
     env.update(COMPOSE["app"]["environment"])

@@ -27,7 +27,14 @@ import yaml
 
 from sqlalchemy_pool_exporter.sidecar.settings import SidecarSettings
 from tests.conftest import IN_CI, require_binary
-from tests.deploy.tools import KUBERNETES, ROOT, split_hostport, tool
+from tests.deploy.tools import (
+    KUBERNETES,
+    ROOT,
+    STATE_DIR,
+    sidecar_settings,
+    split_hostport,
+    tool,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -187,14 +194,7 @@ def env_of(container: dict[str, Any]) -> dict[str, str]:
 
 def effective(sidecar: dict[str, Any]) -> SidecarSettings:
     """The sidecar's settings as the container's environment makes them."""
-    env = env_of(sidecar)
-    return SidecarSettings(
-        **{
-            k.removeprefix("POOL_EXPORTER_").lower(): v
-            for k, v in env.items()
-            if k.startswith("POOL_EXPORTER_")
-        }
-    )
+    return sidecar_settings(env_of(sidecar))
 
 
 def exporter_job() -> str:
@@ -381,11 +381,13 @@ def test_restricted_security_context(base: Objects) -> None:
         assert context["allowPrivilegeEscalation"] is False, container["name"]
         assert context["readOnlyRootFilesystem"] is True, container["name"]
         assert context["capabilities"] == {"drop": ["ALL"]}, container["name"]
-        # Python writes nothing but temp files: a writable /tmp is all it gets (the
-        # sidecar also reads its Secret, read-only).
+        # Python writes nothing but temp files: a writable /tmp is all the app gets; the
+        # sidecar also reads its Secret, read-only, and writes its state (see below).
         mounts = [(m["mountPath"], m.get("readOnly", False)) for m in container["volumeMounts"]]
-        secret = [("/etc/pool-exporter", True)] if container["name"] == "pool-exporter" else []
-        assert mounts == [("/tmp", False), *secret], container["name"]
+        if container["name"] == "pool-exporter":
+            assert mounts == [("/tmp", False), ("/etc/pool-exporter", True), (STATE_DIR, False)]
+        else:
+            assert mounts == [("/tmp", False)], container["name"]
     # The sidecar is restricted on its own too (the add-sidecar patch relies on it), and
     # its user is the image's.
     assert sidecar_of(deployment)["securityContext"] == {
@@ -397,6 +399,30 @@ def test_restricted_security_context(base: Objects) -> None:
         "capabilities": {"drop": ["ALL"]},
         "seccompProfile": {"type": "RuntimeDefault"},
     }
+
+
+def _state_volume(deployment: dict[str, Any]) -> dict[str, Any]:
+    """The volume the sidecar keeps its state on, checked to be mounted where it says."""
+    sidecar = sidecar_of(deployment)
+    assert env_of(sidecar)["POOL_EXPORTER_STATE_DIR"] == STATE_DIR, (
+        "the sidecar must keep its state (POOL_EXPORTER_STATE_DIR) so counters survive restarts"
+    )
+    (mount,) = [m for m in sidecar["volumeMounts"] if m["mountPath"] == STATE_DIR]
+    assert not mount.get("readOnly", False)
+    (volume,) = [
+        v for v in deployment["spec"]["template"]["spec"]["volumes"] if v["name"] == mount["name"]
+    ]
+    return volume
+
+
+def test_sidecar_state_survives_container_restarts_on_an_empty_dir(
+    base: Objects, add_sidecar: Objects
+) -> None:
+    # An emptyDir lives as long as the pod: a restarted sidecar container (OOM kill,
+    # liveness failure) finds its state file and no counter goes down.
+    for deployment in (base[("Deployment", "shop")], add_sidecar[("Deployment", "billing")]):
+        volume = _state_volume(deployment)
+        assert volume == {"name": "pool-exporter-state", "emptyDir": {"sizeLimit": "160Mi"}}
 
 
 def _matches(selector: dict[str, str], labels: dict[str, str]) -> bool:
@@ -469,6 +495,7 @@ def test_add_sidecar_patch_adds_the_same_sidecar_and_keeps_the_app(
     assert [v["name"] for v in template["spec"]["volumes"]] == [
         "pool-exporter-tmp",
         "pool-exporter-secret",
+        "pool-exporter-state",
     ]
 
 

@@ -67,6 +67,26 @@ def test_installed_package_reads_its_packaged_assets(image_venv: ImageVenv, tmp_
     assert Path(root).parts[-2:] == ("sqlalchemy_pool_exporter", "_assets")
 
 
+def test_the_wheel_installs_sqlalchemy_pool_exporter_and_no_exporter_package(
+    image_venv: ImageVenv, tmp_path: Path
+) -> None:
+    def run(code: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(image_venv.bin / "python"), "-c", code],
+            cwd=tmp_path,
+            env=image_venv.env(),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    found = run("import sqlalchemy_pool_exporter as e; print(e.instrument.__qualname__)")
+    assert (found.returncode, found.stdout) == (0, "instrument\n"), found.stderr
+    gone = run("import exporter")
+    assert gone.returncode == 1
+    assert gone.stderr.strip().splitlines()[-1] == "ModuleNotFoundError: No module named 'exporter'"
+
+
 def test_assets_command_writes_files_identical_to_the_repository(
     image_venv: ImageVenv, tmp_path: Path
 ) -> None:
@@ -160,3 +180,24 @@ def test_entrypoint_serves_healthz_and_the_healthcheck_sees_it(
             process.wait(5)
     # Nobody listens any more: the healthcheck must now fail.
     assert _healthcheck(image_venv, tmp_path, port) == 1
+
+
+def test_run_and_the_url_plugin_work_from_the_wheel(image_venv: ImageVenv, tmp_path: Path) -> None:
+    # The bootstrap sitecustomize and the sqlalchemy.plugins entry point ship in the wheel.
+    code = (
+        "from sqlalchemy import create_engine\n"
+        "import sqlalchemy_pool_exporter as e\n"
+        "a = create_engine('sqlite://')\n"
+        "b = create_engine('sqlite://?plugin=pool_exporter&pool_exporter_name=plugged')\n"
+        "print(sorted((i.stats.name, i.automatic) for i in e.instrumentations()))"
+    )
+    result = subprocess.run(
+        [str(image_venv.bin / "sqlalchemy-pool-exporter"), "run", "--", "python", "-c", code],
+        cwd=tmp_path,
+        env=image_venv.env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "[('plugged', False), ('sqlite://', True)]\n"

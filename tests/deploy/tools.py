@@ -11,15 +11,35 @@ import json
 import os
 import shlex
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sqlalchemy_pool_exporter.sidecar.settings import SidecarSettings
 from tests.conftest import require_binary
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "Dockerfile"
 KUBERNETES = ROOT / "deploy" / "kubernetes"
 COMPOSE_DIR = ROOT / "deploy" / "compose"
+#: Where the shipped manifests keep the sidecar's state: a pod emptyDir, a compose volume,
+#: and a directory of the image owned by its user.
+STATE_DIR = "/var/lib/sqlalchemy-pool-exporter"
+
+
+def sidecar_settings(env: Mapping[str, str]) -> SidecarSettings:
+    """The sidecar's settings as ``env`` (its ``POOL_EXPORTER_*`` variables) makes them.
+
+    ``state_dir`` is left out: it names a directory of the container, and validating it
+    would create it on this machine. The tests check it against the mounts instead.
+    """
+    return SidecarSettings(
+        **{
+            k.removeprefix("POOL_EXPORTER_").lower(): v
+            for k, v in env.items()
+            if k.startswith("POOL_EXPORTER_") and k != "POOL_EXPORTER_STATE_DIR"
+        }
+    )
 
 
 def tool(name: str) -> str:

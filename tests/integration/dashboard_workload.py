@@ -16,7 +16,10 @@ Everything a panel of the dashboard shows happens here, on purpose and often:
   it, otherwise it drops the last reference and the garbage collector reclaims it;
 * an invalidator invalidates one connection hard and one soft per cycle, so new
   connections are created and old ones closed;
-* pool ``reports`` points at a database that does not exist: its connects fail.
+* pool ``reports`` points at a database that does not exist: its connects fail;
+* a deadlocker (an engine of its own, not instrumented: no pool of its own on the
+  dashboard) makes two sessions take advisory locks in opposite orders: both wait for a
+  lock until the server detects the deadlock and cancels one.
 
 With ``--port-file`` the process also serves its metrics itself (embedded mode, no
 ``app`` label) on a free port of 127.0.0.1 and writes the port to that file.
@@ -25,6 +28,7 @@ With ``--port-file`` the process also serves its metrics itself (embedded mode, 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import random
 import signal
@@ -98,6 +102,33 @@ def invalidator(engine: Engine, stop: threading.Event) -> None:
             pass
 
 
+def _lock(conn: Any, key: int) -> None:
+    # One of the two is the victim the server cancels to break the deadlock.
+    with contextlib.suppress(exc.DBAPIError):
+        conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": key})
+
+
+def deadlocker(url: str, stop: threading.Event) -> None:
+    """Two sessions lock 1 then 2 and 2 then 1: lock waits, then a deadlock, per cycle."""
+    engine = create_engine(
+        url, pool_size=2, max_overflow=0, connect_args={"application_name": "dashboard-locks"}
+    )
+    while not stop.wait(1.0):
+        a, b = engine.connect(), engine.connect()
+        try:
+            a.execute(text("SELECT pg_advisory_xact_lock(1)"))
+            b.execute(text("SELECT pg_advisory_xact_lock(2)"))
+            other = threading.Thread(target=_lock, args=(a, 2))
+            other.start()
+            _lock(b, 1)
+            other.join()
+        finally:
+            for conn in (a, b):
+                conn.rollback()
+                conn.close()
+    engine.dispose()
+
+
 def failing_connects(engine: Engine, stop: threading.Event) -> None:
     """Keep trying a database that does not exist."""
     while not stop.wait(0.5):
@@ -141,6 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     stop = threading.Event()
     jobs: list[tuple[Any, ...]] = [(request, orders, i, stop) for i in range(4)]
     jobs += [(leaker, orders, stop), (invalidator, orders, stop), (failing_connects, reports, stop)]
+    jobs += [(deadlocker, args.url, stop)]
     for func, *func_args in jobs:
         threading.Thread(target=func, args=func_args, daemon=True).start()
     print("workload running", flush=True)

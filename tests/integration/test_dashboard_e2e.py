@@ -326,7 +326,7 @@ def test_every_panel_query_returns_data(stack: Stack) -> None:
         t["expr"]
         for p in panels(dash)
         for t in p["targets"]
-        if p["title"] == "Invalidations by kind"
+        if p["title"] == "Invalidations by kind and cause"
     )
     by_kind = prom.query_range(interpolate(invalidations, all_values), start, time.time(), "1s")
     assert {s["metric"]["kind"] for s in by_kind if positive([s])} == {"hard", "soft"}

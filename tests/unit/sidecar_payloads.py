@@ -56,7 +56,9 @@ def pool(
         "utilization_ratio": 0.0,
         "peak_utilization_ratio": 0.0,
         "oldest_checkout_seconds": 0.0,
+        "oldest_wait_seconds": 0.0,
         "leaked_connections": 0,
+        "recycle_seconds": None,  # connections never recycled
     }
     g.update(gauges or {})
     h = {name: histogram() for name in HISTOGRAM_NAMES}

@@ -79,9 +79,11 @@ def test_timeouts_pending_and_wait_when_the_pool_runs_dry(
     threads = [threading.Thread(target=hold) for _ in range(4)]
     for t in threads:
         t.start()
-    pending_seen = []
-    for _ in range(8):
-        time.sleep(0.1)
+    # Two callers hold the connections for 2 s; the other two wait (1 s) and time out.
+    pending_seen = [value(registry, "sqlalchemy_pool_pending", "dry")]
+    deadline = time.monotonic() + 1.5
+    while pending_seen[-1] != 2 and time.monotonic() < deadline:
+        time.sleep(0.005)
         pending_seen.append(value(registry, "sqlalchemy_pool_pending", "dry"))
     for t in threads:
         t.join()

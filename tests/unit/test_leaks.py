@@ -16,6 +16,7 @@ from sqlalchemy import Engine, text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 import sqlalchemy_pool_exporter
+from tests.conftest import wait_for
 
 
 def sample(registry: CollectorRegistry, name: str, pool: str) -> float | None:
@@ -37,13 +38,16 @@ def test_leak_is_flagged_once_logged_with_site_and_released(
     conn.execute(text("SELECT 1"))
     assert sample(registry, "sqlalchemy_pool_leaked_connections", "leaky") == 0
 
-    time.sleep(0.5)
-    assert sample(registry, "sqlalchemy_pool_leaked_connections", "leaky") == 1
+    wait_for(lambda: sample(registry, "sqlalchemy_pool_leaked_connections", "leaky") == 1)
     assert sample(registry, "sqlalchemy_pool_leaks_total", "leaky") == 1
-    time.sleep(1.2)  # the monitor thread scans again: still counted once
-    assert sample(registry, "sqlalchemy_pool_leaks_total", "leaky") == 1
-    oldest = sample(registry, "sqlalchemy_pool_oldest_checkout_seconds", "leaky")
-    assert oldest is not None and oldest >= 1.5
+
+    def older_and_counted_once() -> bool:
+        # Every scrape scans too, and the monitor thread scans each second meanwhile.
+        assert sample(registry, "sqlalchemy_pool_leaks_total", "leaky") == 1
+        oldest = sample(registry, "sqlalchemy_pool_oldest_checkout_seconds", "leaky")
+        return oldest is not None and oldest >= 1.5
+
+    wait_for(older_and_counted_once)
 
     warnings_ = [
         r for r in caplog.records if r.getMessage().startswith("connection leak suspected")
@@ -129,7 +133,11 @@ def test_async_connection_reclaimed_by_gc_is_counted(
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # SQLAlchemy warns about the unreturned connection
             gc.collect()
-        await asyncio.sleep(0.3)  # let aiosqlite finish closing the reclaimed connection
+        # aiosqlite closes the reclaimed connection on its own thread: wait for it.
+        deadline = time.monotonic() + 10
+        while sample(registry, "sqlalchemy_pool_gc_reclaimed_total", "agc") != 1:
+            assert time.monotonic() < deadline, "the reclaimed connection was not counted"
+            await asyncio.sleep(0.01)
 
     asyncio.run(main())
     try:

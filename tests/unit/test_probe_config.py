@@ -40,6 +40,7 @@ def test_sqlalchemy_urls_become_libpq_keywords() -> None:
     "url",
     [
         f"mysql://u:{SECRET}@db/shop",
+        f"mssql://u:{SECRET}@db/shop",
         f"postgresql://u:{SECRET}@db:notaport/shop",
         f"host=db password={SECRET} =broken",
     ],

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import urllib.request
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from prometheus_client import CollectorRegistry
 from sqlalchemy import Engine, create_engine, text
 
 import sqlalchemy_pool_exporter
-from sqlalchemy_pool_exporter.instrumentation import acquire, runtime
+from sqlalchemy_pool_exporter.instrumentation import acquire, embedded, runtime
 
 
 def test_bookkeeping_error_never_reaches_the_app(
@@ -70,13 +72,16 @@ def test_bad_environment_is_logged_and_ignored(
     make_engine: Callable[..., Engine],
 ) -> None:
     monkeypatch.setenv("POOL_EXPORTER_LEAK_THRESHOLD", "soon")
-    caplog.set_level(logging.ERROR, logger="sqlalchemy_pool_exporter")
+    monkeypatch.setenv("POOL_EXPORTER_PEAK_WINDOW", "7")
+    caplog.set_level(logging.WARNING, logger="sqlalchemy_pool_exporter")
     stats = sqlalchemy_pool_exporter.instrument(make_engine(), name="env", registry=None)
     assert stats.leak_threshold == 30.0
-    [record] = [
-        r for r in caplog.records if "ignoring invalid exporter environment" in r.getMessage()
-    ]
-    assert "POOL_EXPORTER_LEAK_THRESHOLD" in record.getMessage()
+    assert stats.peak_window == 7.0  # the good variable still applies
+    [record] = [r for r in caplog.records if "ignoring invalid setting" in r.getMessage()]
+    assert record.getMessage() == (
+        "ignoring invalid setting variable=POOL_EXPORTER_LEAK_THRESHOLD "
+        "problem='Input should be a valid number, unable to parse string as a number'"
+    )
 
 
 def test_environment_sets_options(
@@ -107,6 +112,62 @@ def test_embedded_http_server_serves_pool_metrics(
         server.shutdown()
     assert 'sqlalchemy_pool_checkouts_total{pool="http"} 1.0' in body
     assert 'sqlalchemy_pool_connections{pool="http",state="idle"} 1.0' in body
+
+
+def test_embedded_http_server_on_a_busy_port_warns_once_and_returns_none(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING, logger="sqlalchemy_pool_exporter")
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        assert sqlalchemy_pool_exporter.start_http_server(port, addr="127.0.0.1") is None
+    assert [r.getMessage() for r in caplog.records] == [
+        f"cannot serve metrics; not serving them from this process address=127.0.0.1:{port} "
+        "error='Address already in use' hint='multi-process apps: run the sidecar "
+        "(sqlalchemy-pool-exporter serve) and set POOL_EXPORTER_PUSH_URL in the app'"
+    ]
+
+
+MULTIPROCESS_LINE = (
+    "pool metrics are not in this app's /metrics: prometheus_client multiprocess mode "
+    "(PROMETHEUS_MULTIPROC_DIR) serves only its own files fix='multi-process apps: run the "
+    "sidecar (sqlalchemy-pool-exporter serve) and set POOL_EXPORTER_PUSH_URL in the app'"
+)
+
+
+def test_multiprocess_mode_is_named_once_at_instrument_time(
+    make_engine: Callable[..., Engine],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    tmp_path: Path,
+) -> None:
+    monkeypatch.setattr(embedded, "_multiprocess_warned", False)
+    monkeypatch.delenv("POOL_EXPORTER_PUSH_URL", raising=False)
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    caplog.set_level(logging.WARNING, logger="sqlalchemy_pool_exporter")
+    sqlalchemy_pool_exporter.instrument(make_engine(), name="mp1", registry=None)
+    sqlalchemy_pool_exporter.instrument(make_engine(), name="mp2", registry=CollectorRegistry())
+    assert caplog.records == []  # not in the default registry: the app serves its own
+    sqlalchemy_pool_exporter.instrument(make_engine(), name="mp3")
+    sqlalchemy_pool_exporter.instrument(make_engine(), name="mp4")
+    assert [r.getMessage() for r in caplog.records] == [MULTIPROCESS_LINE]
+
+
+def test_multiprocess_mode_with_a_sidecar_says_nothing(
+    make_engine: Callable[..., Engine],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    tmp_path: Path,
+) -> None:
+    monkeypatch.setattr(embedded, "_multiprocess_warned", False)
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    caplog.set_level(logging.WARNING, logger="sqlalchemy_pool_exporter")
+    embedded.check_multiprocess_mode(pushing=True, registered=True)
+    assert caplog.records == []
+    embedded.check_multiprocess_mode(pushing=False, registered=True)
+    assert [r.getMessage() for r in caplog.records] == [MULTIPROCESS_LINE]
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")

@@ -75,6 +75,7 @@ def test_gauges_sum_and_max_as_spec_says(sc: Sidecar) -> None:
                     "utilization_ratio": 2 / 15,
                     "peak_utilization_ratio": 0.5,
                     "oldest_checkout_seconds": 4.0,
+                    "oldest_wait_seconds": 0.25,
                     "leaked_connections": 1,
                 }
             )
@@ -93,6 +94,7 @@ def test_gauges_sum_and_max_as_spec_says(sc: Sidecar) -> None:
                     "utilization_ratio": 5 / 15,
                     "peak_utilization_ratio": 0.4,
                     "oldest_checkout_seconds": 9.5,
+                    "oldest_wait_seconds": 0.125,
                     "leaked_connections": 0,
                 }
             )
@@ -104,6 +106,7 @@ def test_gauges_sum_and_max_as_spec_says(sc: Sidecar) -> None:
     assert g["utilization_ratio"] == 5 / 15
     assert g["peak_utilization_ratio"] == 0.5
     assert g["oldest_checkout_seconds"] == 9.5
+    assert g["oldest_wait_seconds"] == 0.25
     assert g["leaked_connections"] == 1
 
 
@@ -194,15 +197,50 @@ def test_apps_are_separate(sc: Sidecar) -> None:
     assert agg(sc, "admin")["counters"]["checkouts"] == 2
 
 
-def test_per_process_items_label_processes_and_retired(clock: Clock) -> None:
-    sc = Sidecar(SidecarSettings(per_process=True), clock=clock)
-    push(sc, "a", pid=1, pools={"db": pool(checkouts=3)})
-    push(sc, "b", pid=2, pools={"db": pool(checkouts=4)})
+def test_per_process_series_of_a_retired_process_stay_frozen_then_go(clock: Clock) -> None:
+    sc = Sidecar(SidecarSettings(per_process=True, retired_retention=60), clock=clock)
+    push(sc, "a", pid=1, interval=100, pools={"db": pool(checkouts=3, gauges={"checked_out": 1})})
+    push(sc, "b", pid=2, pools={"db": pool(checkouts=4, gauges={"checked_out": 2})})
     push(sc, "b", pid=2, seq=2, final=True, pools={"db": pool(checkouts=6)})
-    items, counts = per_process_items(sc.aggregator)
-    got = {labels: item["counters"]["checkouts"] for labels, item in items}
-    assert got == {("shop", "db", "web-1/1"): 3, ("shop", "db", "retired"): 6}
-    assert counts == [("shop", "db", 1)]
+
+    def series() -> dict[str, tuple[int, int, dict[str, Any], dict[str, Any]]]:
+        items, counts = per_process_items(sc.aggregator)
+        assert counts == [("shop", "db", 1)]
+        return {
+            labels[2]: (
+                item["counters"]["checkouts"],
+                item["histograms"]["wait_seconds"]["count"],
+                item["gauges"],
+                item["info"],
+            )
+            for labels, item in items
+        }
+
+    got = series()
+    assert set(got) == {"web-1/1", "web-1/2"}  # no "retired" series any more
+    assert got["web-1/1"][:2] == (3, 3) and got["web-1/1"][2]["checked_out"] == 1
+    assert got["web-1/2"] == (6, 6, {}, {})  # frozen: counts kept, no gauges, no info
+    clock.now += 59.9
+    sc.aggregator.expire()
+    assert series()["web-1/2"] == (6, 6, {}, {})
+    clock.now += 0.2
+    sc.aggregator.expire()
+    assert set(series()) == {"web-1/1"}
+    assert agg(sc)["counters"]["checkouts"] == 9  # the aggregated total keeps it
+
+
+def test_per_process_series_continue_when_a_pid_is_reused(clock: Clock) -> None:
+    # a restarted container: new processes (new instances) with the same host/pid labels
+    sc = Sidecar(SidecarSettings(per_process=True), clock=clock)
+    push(sc, "a", pid=7, pools={"db": pool(checkouts=5)})
+    push(sc, "a", pid=7, seq=2, final=True, pools={"db": pool(checkouts=8)})
+    push(sc, "a2", pid=7, pools={"db": pool(checkouts=2)})
+    items, _ = per_process_items(sc.aggregator)
+    # one series, still going up: 8 from the first process, 2 from the second
+    assert [(labels, item["counters"]["checkouts"]) for labels, item in items] == [
+        (("shop", "db", "web-1/7"), 10)
+    ]
+    assert agg(sc)["counters"]["checkouts"] == 10
 
 
 def test_api_document_lists_processes_held_connections_and_sites(sc: Sidecar) -> None:

@@ -203,13 +203,12 @@ def test_state_bytes_bound_what_live_processes_hold(clock: Clock) -> None:
 
 
 def test_per_process_output_over_max_series_serves_aggregated_series(clock: Clock) -> None:
-    # One process is 78 series per pool (plus as many for "retired"), four are 391.
+    # One process is 78 series per pool (plus sqlalchemy_pool_processes), four are 313.
     sc = make(clock, per_process=True, max_series=300)
     assert push(sc, "a", pid=1, pools={"db": pool(checkouts=1)})[0] == 200
     by_process = samples(sc, "sqlalchemy_pool_checkouts_total")
     assert set(by_process) == {
         frozenset({("app", "shop"), ("pool", "db"), ("process", "web-1/1")}),
-        frozenset({("app", "shop"), ("pool", "db"), ("process", "retired")}),
     }
     assert samples(sc, "pool_exporter_per_process_limited") == {frozenset(): 0.0}
     for pid in range(2, 5):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import signal
@@ -77,11 +78,24 @@ def test_flags_override_environment(monkeypatch: pytest.MonkeyPatch) -> None:
             "'^(auto|json|console)$'",
         ),
         (
-            ["--database-url", "mysql://app:hunter2@db/shop"],
+            ["--database-url", "mssql://app:hunter2@db/shop"],
             {},
             "invalid setting "
-            "POOL_EXPORTER_DATABASE_URL (database_url): database probe supports PostgreSQL "
-            "only, not 'mysql'",
+            "POOL_EXPORTER_DATABASE_URL (database_url): database probe supports PostgreSQL, "
+            "MySQL and MariaDB, not 'mssql'",
+        ),
+        (
+            ["--database-url", "mysql://app:hunter2@db/shop?init_command=hunter2"],
+            {},
+            "invalid setting "
+            "POOL_EXPORTER_DATABASE_URL (database_url): database URL parameter(s) not "
+            "supported: init_command",
+        ),
+        (
+            ["--state-dir", "/dev/null/state"],
+            {},
+            "invalid setting POOL_EXPORTER_STATE_DIR (state_dir): cannot create directory "
+            "'/dev/null/state': Not a directory",
         ),
         (
             [],
@@ -135,17 +149,52 @@ def test_serve_listens_on_port_0_logs_addresses_and_stops_on_sigterm() -> None:
     assert "hunter2" not in rest
 
 
-def test_port_in_use_exits_1_with_one_line() -> None:
+@pytest.mark.parametrize("busy_listener", ["listen", "push_listen"])
+def test_port_in_use_exits_1_with_one_line_naming_the_address(busy_listener: str) -> None:
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
-        port = busy.getsockname()[1]
-        proc = serve("--listen", f"127.0.0.1:{port}", "--push-listen", "127.0.0.1:0")
+        taken = f"127.0.0.1:{busy.getsockname()[1]}"
+        addresses = {"listen": "127.0.0.1:0", "push_listen": "127.0.0.1:0", busy_listener: taken}
+        proc = serve("--listen", addresses["listen"], "--push-listen", addresses["push_listen"])
         _, err = proc.communicate(timeout=30)
     assert proc.returncode == 1
     (line,) = err.splitlines()
     event = json.loads(line)
-    assert (event["event"], event["error"]) == ("cannot listen", "Address already in use")
+    assert {k: event[k] for k in ("event", "error", "address", "setting")} == {
+        "event": "cannot listen",
+        "error": "Address already in use",
+        "address": taken,
+        "setting": f"POOL_EXPORTER_{busy_listener.upper()}",
+    }
+
+
+def test_an_empty_token_variable_is_no_token() -> None:
+    proc = serve(
+        "--listen", "127.0.0.1:0", "--push-listen", "127.0.0.1:0", env={"POOL_EXPORTER_TOKEN": ""}
+    )
+    assert proc.stderr is not None
+    event = json.loads(proc.stderr.readline())
+    assert (event["event"], event["token"]) == ("listening", False)
+    proc.send_signal(signal.SIGTERM)
+    proc.communicate(timeout=30)
+    assert proc.returncode == 0
+
+
+def test_state_dir_held_by_another_sidecar_exits_1_with_one_line(tmp_path: Path) -> None:
+    with open(tmp_path / "sidecar-state.lock", "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        proc = serve(
+            "--listen", "127.0.0.1:0", "--push-listen", "127.0.0.1:0", "--state-dir", str(tmp_path)
+        )
+        _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 1
+    (line,) = err.splitlines()
+    event = json.loads(line)
+    assert (event["event"], event["error"]) == (
+        "cannot keep state",
+        f"{tmp_path} is in use by another sidecar",
+    )
 
 
 def test_database_probe_joins_metrics_and_its_url_is_never_logged() -> None:

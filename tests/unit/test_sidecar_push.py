@@ -8,12 +8,14 @@ import socket
 import threading
 import time
 
+import pytest
 from sqlalchemy import create_engine, text
 
 import sqlalchemy_pool_exporter
 from sqlalchemy_pool_exporter.instrumentation import registry as instrumented
 from sqlalchemy_pool_exporter.instrumentation.push import Pusher
 from sqlalchemy_pool_exporter.instrumentation.runtime import identity
+from tests.conftest import wait_for
 
 
 def test_fork_while_another_thread_holds_the_registry_lock() -> None:
@@ -61,11 +63,19 @@ def test_stop_does_not_hold_up_exit_when_the_sidecar_hangs() -> None:
     with socket.socket() as server:
         server.bind(("127.0.0.1", 0))
         server.listen(16)  # accepts, never answers
+        server.settimeout(10)
         url = f"http://127.0.0.1:{server.getsockname()[1]}/v1/push"
-        pusher = Pusher(url=url, interval=60, timeout=1.0, token=None, identity=identity)
+        pusher = Pusher(url=url, interval=60, timeout=2.0, token=None, identity=identity)
         pusher.start()
-        time.sleep(0.2)  # the first push is now stuck waiting for an answer
-        start = time.monotonic()
-        pusher.stop(final=True, timeout=0.3)
-        assert time.monotonic() - start < 0.8
-        assert not pusher.alive() or pusher.sent == 0
+        first, _ = server.accept()  # the first push is now waiting for an answer
+        with first:
+            start = time.monotonic()
+            pusher.stop(final=True, timeout=0.3)
+            assert time.monotonic() - start < 0.8
+            # stop() gave up waiting for the stuck push and sent no final one.
+            assert pusher.alive() and pusher.seq == 1
+            wait_for(lambda: not pusher.alive(), timeout=10)  # its own timeout ends it
+        assert (pusher.sent, pusher.failed, pusher.seq) == (0, 1, 1)
+        server.settimeout(0.2)
+        with pytest.raises(TimeoutError):
+            server.accept()  # no second connection: no final push

@@ -84,11 +84,11 @@ def test_empty_token_means_no_token() -> None:
             "POOL_EXPORTER_TOKEN or this, not both",
         ),
         (
-            "mysql://app:hunter2@db/shop",
+            "oracle://app:hunter2@db/shop",
             [],
             {"POOL_EXPORTER_DATABASE_URL_FILE": "{file}"},
             "invalid setting POOL_EXPORTER_DATABASE_URL_FILE (database_url_file): database "
-            "probe supports PostgreSQL only, not 'mysql'",
+            "probe supports PostgreSQL, MySQL and MariaDB, not 'oracle'",
         ),
     ],
 )

@@ -6,7 +6,7 @@ import gzip
 import json
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -15,17 +15,13 @@ from sqlalchemy import create_engine, text
 
 import sqlalchemy_pool_exporter
 from sqlalchemy_pool_exporter.sidecar.server import Sidecar
-from sqlalchemy_pool_exporter.sidecar.settings import SidecarSettings
+from tests.sidecars import RunningSidecar
 from tests.unit.sidecar_payloads import encode, payload, pool
 
 
 @pytest.fixture
-def sc() -> Iterator[Sidecar]:
-    sidecar = Sidecar(
-        SidecarSettings(listen="127.0.0.1:0", push_listen="127.0.0.1:0", token="t0ken")
-    ).start()
-    yield sidecar
-    sidecar.stop()
+def sc(sidecar_factory: Callable[..., RunningSidecar]) -> Sidecar:
+    return sidecar_factory(token="t0ken").server
 
 
 def get(url: str, **headers: str) -> tuple[int, dict[str, str], bytes]:
@@ -101,33 +97,24 @@ def test_healthz_on_both_listeners_and_api(sc: Sidecar) -> None:
     assert caught.value.code == 404
 
 
-def test_per_process_series() -> None:
-    sc = Sidecar(
-        SidecarSettings(listen="127.0.0.1:0", push_listen="127.0.0.1:0", per_process=True)
-    ).start()
-    try:
-        send(sc, payload("a", pid=1, pools={"db": pool(checkouts=3)}))
-        send(sc, payload("b", pid=2, pools={"db": pool(checkouts=5)}))
-        send(sc, payload("b", pid=2, seq=2, final=True, pools={"db": pool(checkouts=6)}))
-        got = samples(get(sc.metrics_url + "/metrics")[2])
-        checkouts = {
-            dict(k)["process"]: v
-            for (n, k), v in got.items()
-            if n == "sqlalchemy_pool_checkouts_total"
-        }
-        assert checkouts == {"web-1/1": 3, "retired": 6}
-        connections = {
-            dict(k)["process"] for (n, k), v in got.items() if n == "sqlalchemy_pool_connections"
-        }
-        assert connections == {"web-1/1"}
-    finally:
-        sc.stop()
+def test_per_process_series(sidecar_factory: Callable[..., RunningSidecar]) -> None:
+    sc = sidecar_factory(per_process=True).server
+    send(sc, payload("a", pid=1, pools={"db": pool(checkouts=3)}))
+    send(sc, payload("b", pid=2, pools={"db": pool(checkouts=5)}))
+    send(sc, payload("b", pid=2, seq=2, final=True, pools={"db": pool(checkouts=6)}))
+    got = samples(get(sc.metrics_url + "/metrics")[2])
+    checkouts = {
+        dict(k)["process"]: v for (n, k), v in got.items() if n == "sqlalchemy_pool_checkouts_total"
+    }
+    assert checkouts == {"web-1/1": 3, "web-1/2": 6}  # the retired one stays, frozen
+    for gauge in ("sqlalchemy_pool_connections", "sqlalchemy_pool_size", "sqlalchemy_pool_info"):
+        assert {dict(k)["process"] for (n, k), v in got.items() if n == gauge} == {"web-1/1"}
 
 
-def test_instrumented_engine_pushes_and_final_push_retires_it() -> None:
+def test_instrumented_engine_pushes_and_final_push_retires_it(sidecar: RunningSidecar) -> None:
     from sqlalchemy_pool_exporter.instrumentation import runtime
 
-    sc = Sidecar(SidecarSettings(listen="127.0.0.1:0", push_listen="127.0.0.1:0")).start()
+    sc = sidecar.server
     if runtime.pusher() is not None:  # an earlier test's pusher would keep its old URL
         runtime.pusher().stop(final=False)
     engine = create_engine("sqlite://")
@@ -153,46 +140,56 @@ def test_instrumented_engine_pushes_and_final_push_retires_it() -> None:
     finally:
         sqlalchemy_pool_exporter.uninstrument(engine)
         engine.dispose()
-        sc.stop()
 
 
-def test_push_listener_keep_alive_pipelining_expect_and_chunked() -> None:
+def test_push_listener_keep_alive_pipelining_expect_and_chunked(sidecar: RunningSidecar) -> None:
     import socket
 
-    sc = Sidecar(SidecarSettings(listen="127.0.0.1:0", push_listen="127.0.0.1:0")).start()
-    try:
-        body = encode(payload("a"))
-        request = (
-            b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
-            b"POST /v1/push HTTP/1.1\r\nContent-Length: %d\r\n"
-            b"Expect: 100-continue\r\n\r\n"
-            % len(body)
-            + body
-            + b"POST /v1/push HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
-        )
-        with socket.create_connection(sc.push_address, timeout=10) as conn:
-            conn.sendall(request)
-            data = b""
-            while chunk := conn.recv(65536):
-                data += chunk
-        assert data.decode().split("\r\n") == [
-            "HTTP/1.1 200 OK",
-            "Content-Type: application/json",
-            "Content-Length: 29",
-            "",
-            '{"status":"ok","processes":0}HTTP/1.1 100 Continue',
-            "",
-            "HTTP/1.1 200 OK",
-            "Content-Type: application/json",
-            "Content-Length: 21",
-            "",
-            '{"status":"accepted"}HTTP/1.1 411 Length Required',
-            "Content-Type: application/json",
-            "Content-Length: 35",
-            "Connection: close",
-            "",
-            '{"error":"Content-Length required"}',
-        ]
-        assert sc.aggregator.live_count() == 1
-    finally:
-        sc.stop()
+    sc = sidecar.server
+    body = encode(payload("a"))
+    request = (
+        b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+        b"POST /v1/push HTTP/1.1\r\nContent-Length: %d\r\n"
+        b"Expect: 100-continue\r\n\r\n"
+        % len(body)
+        + body
+        + b"POST /v1/push HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+    )
+    with socket.create_connection(sc.push_address, timeout=10) as conn:
+        conn.sendall(request)
+        data = b""
+        while chunk := conn.recv(65536):
+            data += chunk
+    assert data.decode().split("\r\n") == [
+        "HTTP/1.1 200 OK",
+        "Content-Type: application/json",
+        "Content-Length: 29",
+        "",
+        '{"status":"ok","processes":0}HTTP/1.1 100 Continue',
+        "",
+        "HTTP/1.1 200 OK",
+        "Content-Type: application/json",
+        "Content-Length: 21",
+        "",
+        '{"status":"accepted"}HTTP/1.1 411 Length Required',
+        "Content-Type: application/json",
+        "Content-Length: 35",
+        "Connection: close",
+        "",
+        '{"error":"Content-Length required"}',
+    ]
+    assert sc.aggregator.live_count() == 1
+
+
+def test_a_push_to_the_metrics_port_is_told_where_pushes_go(sc: Sidecar) -> None:
+    body = encode(payload("a", pools={"db": pool(checkouts=1)}))
+    request = urllib.request.Request(sc.metrics_url + "/v1/push", data=body, method="POST")
+    with pytest.raises(urllib.error.HTTPError) as info:
+        urllib.request.urlopen(request, timeout=10)
+    assert info.value.code == 404
+    assert json.loads(info.value.read()) == {
+        "error": "pushes go to the push listener (POOL_EXPORTER_PUSH_LISTEN), not the metrics port"
+    }
+    # nothing was applied
+    status, _, api = get(sc.push_url.removesuffix("/v1/push") + "/api/pools")
+    assert (status, json.loads(api)["processes"]) == (200, [])

@@ -2,28 +2,30 @@
 
 from __future__ import annotations
 
+import codecs
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from sqlalchemy_pool_exporter.cli import main
 from sqlalchemy_pool_exporter.sidecar.server import Sidecar
-from sqlalchemy_pool_exporter.sidecar.settings import SidecarSettings
+from tests.sidecars import RunningSidecar
 from tests.unit.sidecar_payloads import encode, payload, pool
 
 ROOT = Path(__file__).resolve().parents[2]
+CLEAR = "\x1b[H\x1b[2J"  # what --watch writes before each frame
 
 
 @pytest.fixture
-def sc() -> Iterator[Sidecar]:
-    sidecar = Sidecar(SidecarSettings(listen="127.0.0.1:0", push_listen="127.0.0.1:0")).start()
+def sc(sidecar_factory: Callable[..., RunningSidecar]) -> Sidecar:
+    sidecar = sidecar_factory().server
     held = [
         {"age_seconds": 45.0, "site": "app/views.py:42 in order", "thread": "w-1", "leaked": True}
     ]
@@ -72,8 +74,7 @@ def sc() -> Iterator[Sidecar]:
         )[0]
         == 200
     )
-    yield sidecar
-    sidecar.stop()
+    return sidecar
 
 
 def test_table(sc: Sidecar, capsys: pytest.CaptureFixture[str]) -> None:
@@ -141,6 +142,9 @@ def test_metrics_listener_has_no_api_by_default(
     )
 
 
+CLEAR = "\x1b[H\x1b[2J"
+
+
 def test_watch_redraws_until_interrupted(sc: Sidecar) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("POOL_EXPORTER_")}
     proc = subprocess.Popen(
@@ -160,13 +164,30 @@ def test_watch_redraws_until_interrupted(sc: Sidecar) -> None:
         env=env,
     )
     assert proc.stdout is not None
-    out = ""
-    deadline = time.monotonic() + 20
-    while out.count("live processes") < 3 and time.monotonic() < deadline:
-        out += proc.stdout.readline()  # each frame ends with its "N live processes" line
+    out, decode = "", codecs.getincrementaldecoder("utf-8")().decode
+    deadline = time.monotonic() + 30
+    while out.count(CLEAR) < 4 and time.monotonic() < deadline:  # three whole frames
+        chunk = os.read(proc.stdout.fileno(), 65536)
+        if not chunk:
+            break  # it exited: the assertions below say how
+        out += decode(chunk)
     proc.send_signal(signal.SIGINT)
     rest, _ = proc.communicate(timeout=10)
+    out += rest
     assert proc.returncode == 0
-    frames = (out + rest).split("\x1b[H\x1b[2J")[1:]
+    # The interrupt may land between a clear and its frame: count only drawn frames.
+    frames = [frame for frame in out.split(CLEAR)[1:] if frame]
     assert len(frames) >= 3
-    assert all("web-1/12" in frame for frame in frames)
+    assert all("web-1/12" in frame for frame in frames), frames
+
+
+def test_a_pool_without_live_processes_says_so(
+    sc: Sidecar, capsys: pytest.CaptureFixture[str]
+) -> None:
+    gone = payload("c", app="billing", pid=13, final=True, pools={"db": pool(checkouts=5)})
+    assert sc.ingest(encode(gone))[0] == 200
+    assert main(["status", "--url", sc.push_url.removesuffix("/v1/push")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1].split() == ["billing", "db", "0", *["-"] * 6, "no", "live", "process"]
+    assert "∞" not in "\n".join(lines)
+    assert lines[-1] == "2 live processes; 1 pool with no live process (totals kept)"

@@ -20,6 +20,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "sqlalchemy_pool_exporter.cli.status",
         "show every app, pool and process of a running sidecar",
     ),
+    "doctor": (
+        "sqlalchemy_pool_exporter.cli.doctor",
+        "name the causes a running sidecar's pools show, with evidence and fixes",
+    ),
     "demo": (
         "sqlalchemy_pool_exporter.cli.demo",
         "run an instrumented demo workload on SQLite and serve its metrics",
@@ -27,6 +31,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "assets": (
         "sqlalchemy_pool_exporter.cli.assets",
         "write the bundled dashboards and alert rules to a directory",
+    ),
+    "run": (
+        "sqlalchemy_pool_exporter.cli.run",
+        "run a command with every SQLAlchemy engine of its Python processes instrumented",
     ),
 }
 

@@ -9,7 +9,11 @@ never closed, so its connection stays checked out until a janitor — standing i
 request teardown or the garbage collector — lets go of it 10 s later. Leaks pile up,
 pools exhaust, healthy requests wait and time out; halfway through one worker is killed
 with SIGKILL and replaced, and the sidecar's counters carry on without going backwards.
-It stops after ``--duration`` seconds or on Ctrl-C.
+It stops after ``--duration`` seconds or on Ctrl-C (SIGINT, also sent to the whole
+process group by a terminal) or SIGTERM, cleanly: workers are started with SIGINT
+blocked and stopped by the demo with SIGTERM, so no worker dies of a KeyboardInterrupt.
+Each worker logs the first leak of each checkout site in full; the rest are counted in
+the demo's status lines.
 """
 
 from __future__ import annotations
@@ -72,19 +76,45 @@ def leaky_request(engine: Any, leaked: list[tuple[float, Session]]) -> None:
     leaked.append((time.monotonic(), session))  # the app "keeps" it somewhere
 
 
+class LeakSummary(logging.Filter):
+    """Passes the first leak report per checkout site; drops repeats and returned leaks."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sites: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """False for a record the demo's status lines already count."""
+        fields = getattr(record, "pool_exporter", None)
+        event = fields.get("event") if isinstance(fields, dict) else None
+        if event == "leaked connection returned":
+            return False
+        if event == "connection leak suspected":
+            site = str(fields.get("site")) if isinstance(fields, dict) else ""
+            if site in self.sites:
+                return False
+            self.sites.add(site)
+            record.msg = f"{record.msg} (first at this site; later ones only count in leaks=)"
+        return True
+
+
 def worker_main(url: str, push_url: str, options: dict[str, Any]) -> None:
     """One worker process: an instrumented engine, request threads, pushes to the sidecar."""
     import sqlalchemy_pool_exporter
 
     # SIGTERM stops the worker cleanly. (A shared multiprocessing.Event would not do:
     # a worker killed with SIGKILL while waiting on it leaves its lock held for good.)
+    # Ctrl-C is the demo's to handle; it then stops the workers with SIGTERM.
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     parent = os.getppid()
 
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s worker-%(process)d %(levelname)s %(message)s"
     )
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(LeakSummary())
     engine = create_engine(url, pool_size=3, max_overflow=2, pool_timeout=2.0)
     sqlalchemy_pool_exporter.instrument(
         engine,
@@ -144,15 +174,26 @@ def _summary(api_url: str) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run the sidecar and the workers until the duration passes or Ctrl-C."""
-    from sqlalchemy_pool_exporter.sidecar.server import Sidecar
-    from sqlalchemy_pool_exporter.sidecar.settings import SidecarSettings
-
+    """Run the sidecar and the workers until the duration passes, Ctrl-C or SIGTERM."""
     if args.workers < 1 or args.threads < 1 or not 0 <= args.leak_rate <= 1 or args.duration < 0:
         raise SystemExit(
             "demo: --workers and --threads must be >= 1, --leak-rate in 0..1, --duration >= 0"
         )
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s")
+    # Ctrl-C or SIGTERM ends the run like the deadline does: workers stopped, final line.
+    stop = threading.Event()
+    previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        return _run(args, stop)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _run(args: argparse.Namespace, stop: threading.Event) -> int:
+    from sqlalchemy_pool_exporter.sidecar.server import Sidecar
+    from sqlalchemy_pool_exporter.sidecar.settings import SidecarSettings
+
     tmp = tempfile.TemporaryDirectory(prefix="pool-exporter-demo-")
     url = f"sqlite:///{Path(tmp.name) / 'shop.db'}"
     setup = create_engine(url)
@@ -190,7 +231,13 @@ def run(args: argparse.Namespace) -> int:
 
     def spawn() -> Any:
         proc = ctx.Process(target=worker_main, args=(url, sidecar.push_url, options), daemon=True)
-        proc.start()
+        # A worker starts with SIGINT blocked (the mask survives fork and exec), so a
+        # Ctrl-C that reaches it while it is still importing raises nothing there.
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        try:
+            proc.start()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
         return proc
 
     workers = [spawn() for _ in range(args.workers)]
@@ -198,8 +245,10 @@ def run(args: argparse.Namespace) -> int:
     deadline = start + args.duration if args.duration else float("inf")
     killed = False
     try:
-        while time.monotonic() < deadline:
-            time.sleep(min(2.0, max(0.0, deadline - time.monotonic())))
+        while time.monotonic() < deadline and not stop.is_set():
+            stop.wait(min(2.0, max(0.0, deadline - time.monotonic())))
+            if stop.is_set():
+                break
             if not killed and time.monotonic() - start >= min(args.duration or 30, 60) / 2:
                 victim = workers.pop(0)
                 os.kill(victim.pid, signal.SIGKILL)
@@ -212,8 +261,6 @@ def run(args: argparse.Namespace) -> int:
                     flush=True,
                 )
             print(f"demo: {_summary(api)}", flush=True)
-    except KeyboardInterrupt:
-        pass
     finally:
         for proc in workers:
             proc.terminate()

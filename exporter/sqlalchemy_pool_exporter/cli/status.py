@@ -3,8 +3,11 @@
 Reads the sidecar's ``/api/pools`` and prints one row per (app, pool) — live processes,
 connections in use against the limit, worst utilization and peak, callers waiting, the
 oldest checkout, leaked connections and the checkout sites holding the most
-connections — followed by one indented row per process. ``--watch`` redraws it every few
-seconds until Ctrl-C. An unreachable sidecar is one line on stderr and exit status 1.
+connections — followed by one indented row per process. A pool whose processes have all
+exited (or expired) is still known to the sidecar, which keeps its totals; it has no
+state now, so its row says ``no live process`` instead of showing numbers. ``--watch``
+redraws it every few seconds until Ctrl-C. An unreachable sidecar is one line on stderr
+and exit status 1.
 
 ``/api/pools`` names hosts, databases and code, so the sidecar serves it on its loopback
 push listener by default (``POOL_EXPORTER_API_LISTEN``), and that is where ``status``
@@ -34,6 +37,8 @@ COLUMNS = (
     "LEAKED",
     "TOP CHECKOUT SITES",
 )
+
+NO_LIVE_PROCESS = "no live process"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -112,6 +117,9 @@ def rows(doc: dict[str, Any], sites: int = 2) -> list[tuple[str, ...]]:
     out: list[tuple[str, ...]] = []
     for pool in doc.get("pools", []):
         g = pool["gauges"]
+        if not pool["processes"]:
+            out.append((pool["app"], pool["pool"], "0", *["-"] * 6, NO_LIVE_PROCESS))
+            continue
         out.append(
             (
                 pool["app"],
@@ -158,7 +166,11 @@ def render(doc: dict[str, Any], sites: int = 2) -> str:
     if len(table) == 1:
         lines.append("(no pools reported yet)")
     live = len(doc.get("processes", []))
-    lines.append(f"{live} live process{'es' if live != 1 else ''}")
+    idle = sum(1 for pool in doc.get("pools", []) if not pool["processes"])
+    footer = f"{live} live process{'es' if live != 1 else ''}"
+    if idle:
+        footer += f"; {idle} pool{'s' if idle != 1 else ''} with no live process (totals kept)"
+    lines.append(footer)
     return "\n".join(lines)
 
 

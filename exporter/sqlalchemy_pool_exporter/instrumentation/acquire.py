@@ -4,8 +4,9 @@ No event fires before a checkout waits, and a ``QueuePool limit ... reached``
 ``TimeoutError`` fires none at all, so the pool's own methods are wrapped (as instance
 attributes of the current pool object):
 
-* ``pool.connect`` — pending callers, wait time, timeouts, successful checkouts and
-  their call sites (a re-entrant SingletonThreadPool checkout is not a new one);
+* ``pool.connect`` — pending callers and the oldest one's start, wait time, timeouts,
+  cancelled waits, successful checkouts and their call sites (a re-entrant
+  SingletonThreadPool checkout is not a new one);
 * ``pool._do_return_conn`` — every end of a checkout hands its record to it: checkin
   (``close()``, the garbage collector's checkin of a forgotten connection on sync
   drivers) through ``pool._return_conn``, detach (also the collector's path on asyncio
@@ -89,6 +90,7 @@ def _wrap_connect(pool: Pool, stats: PoolStats, reporter: RateLimitedReporter) -
     # Few names from outside: each one is copied into the frame on every call.
     held = stats.held
     started = stats.waits_started
+    waiting = stats.waiting
     bounds = stats.wait.bounds
     first = bounds[0]  # most waits of a healthy pool: one comparison, no call
     wait = stats.wait
@@ -99,8 +101,8 @@ def _wrap_connect(pool: Pool, stats: PoolStats, reporter: RateLimitedReporter) -
     reentrant = isinstance(pool, SingletonThreadPool)
 
     def connect() -> Any:
-        next(started)
-        start = perf_counter()
+        n = next(started)
+        waiting[n] = start = perf_counter()
         try:
             fairy = checkout(target)
         except PoolTimeoutError:
@@ -108,19 +110,25 @@ def _wrap_connect(pool: Pool, stats: PoolStats, reporter: RateLimitedReporter) -
             timed_out = stats.wait_timed_out  # its count is the timeout counter
             timed_out.counts[bisect_left(bounds, elapsed)] += 1
             timed_out.sum += elapsed
+            waiting.pop(n, None)
             raise
-        except BaseException:
+        except BaseException as exc:
             stats.waits_failed += 1
+            waiting.pop(n, None)
+            if not isinstance(exc, Exception):  # cancelled, interrupted: not an error
+                stats.checkout_cancellations += 1
             raise
         now = perf_counter()
         try:
+            del waiting[n]
             if reentrant and fairy._counter != 1:
                 # A re-entrant checkout hands back a proxy that is already checked out:
                 # not a new checkout.
                 stats.waits_failed += 1
                 return fairy
             if capture_sites:
-                # The app's frame where it was last (see sites.SiteFinder).
+                # The app's frame where it was last (see sites.SiteFinder). The depth is
+                # never 0: this frame in its own local would keep ``fairy`` alive.
                 depth, code = finder.last
                 try:
                     frame = _getframe(depth)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from sqlalchemy_pool_exporter.protocol.wire import HistogramData
 
@@ -65,17 +65,12 @@ class Histogram:
         """Number of observations so far."""
         return sum(list(self.counts))  # one C call: a consistent copy
 
-    def data(self, *more: Histogram) -> HistogramData:
-        """Cumulative wire form of the current counts, plus those of ``more`` (same bounds)."""
-        counts = list(self.counts)  # one C call: a consistent copy
-        total = self.sum
-        for other in more:
-            counts = [a + b for a, b in zip(counts, list(other.counts), strict=True)]
-            total += other.sum
-        cumulative = list(itertools.accumulate(counts))
-        return {
-            "buckets": list(self.bounds),
-            "counts": cumulative,
-            "sum": total,
-            "count": cumulative[-1],
-        }
+    def data(self) -> HistogramData:
+        """Cumulative wire form of the current counts."""
+        return cumulative(self.bounds, list(self.counts), self.sum)  # one C call: a copy
+
+
+def cumulative(bounds: tuple[float, ...], counts: Iterable[int], total: float) -> HistogramData:
+    """Wire form of non-cumulative ``counts`` per bucket (+Inf last) and their ``total``."""
+    running = list(itertools.accumulate(counts))
+    return {"buckets": list(bounds), "counts": running, "sum": total, "count": running[-1]}

@@ -7,18 +7,22 @@ push has one deadline for the whole exchange (``timeout``; connect, send and rep
 reply, and a failed or abandoned push is simply dropped — the next one carries the same
 cumulative totals, so nothing is lost. Failures are counted (``failed``) and logged once
 when the sidecar becomes unreachable or stuck and once when it comes back, not on every
-attempt. At interpreter exit a final push marks the process retired so the sidecar folds
-it in at once.
+attempt. When the process ends, a final push marks it retired so the sidecar folds it in
+at once (``stop``; the exit hooks that call it are in ``exits``). After the final push
+nothing else is sent: a later ordinary push would make the sidecar take the process for
+alive again.
 """
 
 from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Callable
 
 from sqlalchemy_pool_exporter.instrumentation import registry
 from sqlalchemy_pool_exporter.instrumentation.exchange import ExchangeFailed, Reply, post
+from sqlalchemy_pool_exporter.instrumentation.exits import EXIT_BUDGET, start_thread
 from sqlalchemy_pool_exporter.instrumentation.snapshot import ProcessIdentity, process_snapshot
 from sqlalchemy_pool_exporter.logs import get_logger
 
@@ -47,31 +51,36 @@ class Pusher:
         self.seq = 0
         self.sent = 0
         self.failed = 0
+        self.retired = False  # the sidecar accepted this process's final push
         self._healthy = True
 
     def start(self) -> None:
         """Start the push thread."""
         _warm_up(self.url)
-        self._thread = threading.Thread(target=self._run, name="pool-exporter-push", daemon=True)
-        self._thread.start()
+        self._thread = start_thread(self._run, "pool-exporter-push")
 
     def alive(self) -> bool:
         """True while the push thread runs."""
         return self._thread is not None and self._thread.is_alive()
 
-    def stop(self, final: bool = True, timeout: float | None = None) -> None:
-        """Stop the thread; with ``final`` send one last snapshot marking this process gone."""
-        if self._stop.is_set():
-            return  # already stopped (and said goodbye); atexit may call again
-        self._stop.set()
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join(timeout if timeout is not None else self.timeout + 1)
-            if self._thread.is_alive():
-                return  # stuck in a push to a hung sidecar: don't hold up exit any longer
-        if final:
+    def stop(self, final: bool = True, timeout: float | None = None) -> bool:
+        """Stop pushing; with ``final`` send one last snapshot marking this process gone.
+
+        Returns whether this process's final snapshot was accepted (now or by an earlier
+        call: atexit and the exit hooks may each call this, the first one does the work).
+        """
+        if timeout is None:
             # At exit every second counts (gunicorn's graceful timeout, a pod's grace
-            # period): a short timeout, and only a brief try if the sidecar was already gone.
-            self.push(final=True, timeout=min(self.timeout, 1.0) if self._healthy else 0.2)
+            # period): a short budget, and only a brief try if the sidecar was already gone.
+            timeout = min(self.timeout, EXIT_BUDGET) if self._healthy else 0.2
+        if self._stop.is_set():
+            # A final push may be on its way from another thread (a multiprocessing worker
+            # told to stop and SIGTERMed at once): the process must not end under it.
+            if self._send_lock.acquire(timeout=timeout):
+                self._send_lock.release()
+            return self.retired
+        self._stop.set()
+        return self.push(final=True, timeout=timeout) if final else False
 
     def _run(self) -> None:
         self.push()
@@ -79,41 +88,58 @@ class Pusher:
             self.push()
 
     def push(self, final: bool = False, timeout: float | None = None) -> bool:
-        """Send one snapshot now; returns whether the sidecar accepted it."""
-        with self._send_lock:
-            try:
-                self.seq += 1
-                body = json.dumps(
-                    process_snapshot(
-                        self._identity(),
-                        registry.instrumentations(),
-                        seq=self.seq,
-                        interval=self.interval,
-                        final=final,
-                    ),
-                    separators=(",", ":"),
-                ).encode()
-                headers = {"Content-Type": "application/json"}
-                if self._token:
-                    headers["Authorization"] = f"Bearer {self._token}"
-                reply = post(self.url, body, headers, timeout or self.timeout)
-                if reply.status != 200:
-                    raise ExchangeFailed(_refused(reply))
-            except Exception as exc:
-                self.failed += 1
-                if self._healthy:
-                    self._healthy = False
-                    log.warning(
-                        "push to sidecar failed; will retry each interval",
-                        url=_redact(self.url),
-                        error=_reason(exc),
-                    )
-                return False
-            self.sent += 1
-            if not self._healthy:
-                self._healthy = True
-                log.info("push to sidecar recovered", url=_redact(self.url))
-            return True
+        """Send one snapshot now; returns whether the sidecar accepted it.
+
+        ``timeout`` bounds the whole call, including waiting for a push in progress on
+        another thread (one stuck on a hung sidecar must not hold up a final push for
+        longer than its caller allows).
+        """
+        budget = timeout or self.timeout
+        deadline = time.monotonic() + budget
+        if not self._send_lock.acquire(timeout=budget):
+            return False
+        try:
+            if self.retired or (self._stop.is_set() and not final):
+                return False  # retired, or stopping: only the final push may still go out
+            return self._send(final, round(max(deadline - time.monotonic(), 0.05), 3))
+        finally:
+            self._send_lock.release()
+
+    def _send(self, final: bool, timeout: float) -> bool:
+        try:
+            self.seq += 1
+            body = json.dumps(
+                process_snapshot(
+                    self._identity(),
+                    registry.instrumentations(),
+                    seq=self.seq,
+                    interval=self.interval,
+                    final=final,
+                ),
+                separators=(",", ":"),
+            ).encode()
+            headers = {"Content-Type": "application/json"}
+            if self._token:
+                headers["Authorization"] = f"Bearer {self._token}"
+            reply = post(self.url, body, headers, timeout)
+            if reply.status != 200:
+                raise ExchangeFailed(_refused(reply))
+        except Exception as exc:
+            self.failed += 1
+            if self._healthy:
+                self._healthy = False
+                log.warning(
+                    "push to sidecar failed; will retry each interval",
+                    url=_redact(self.url),
+                    error=_reason(exc),
+                )
+            return False
+        self.sent += 1
+        self.retired = final
+        if not self._healthy:
+            self._healthy = True
+            log.info("push to sidecar recovered", url=_redact(self.url))
+        return True
 
 
 def _warm_up(url: str) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import threading
 import weakref
+from typing import Any
 
 from sqlalchemy.engine import Engine
 
@@ -31,10 +32,17 @@ _registry: dict[int, Instrumentation] = {}
 class Instrumentation:
     """One engine's exporter state: its stats, its event wiring and its static info."""
 
+    #: Instrumented by ``sqlalchemy-pool-exporter run`` with the environment's options
+    #: alone: the app's own ``instrument()`` call, with options of its own, takes over.
+    automatic = False
+
     def __init__(self, engine: Engine, stats: PoolStats) -> None:
         self._engine_ref = weakref.ref(engine)
         self.stats = stats
         self.wiring = Wiring(engine, stats, reporter)
+        # (pool object, its info): the description only changes with the pool object,
+        # which engine.dispose() replaces. Weak: a replaced pool must be free to go.
+        self._info: tuple[weakref.ref[Any], dict[str, str]] | None = None
 
     @property
     def engine(self) -> Engine | None:
@@ -44,7 +52,15 @@ class Instrumentation:
     def info(self) -> dict[str, str]:
         """Labels of ``sqlalchemy_pool_info`` for the engine's current pool."""
         engine = self.engine
-        return read_info(engine) if engine is not None else {}
+        if engine is None:
+            return {}
+        pool = engine.pool
+        cached = self._info
+        if cached is not None and cached[0]() is pool:
+            return cached[1]
+        info = read_info(engine)
+        self._info = (weakref.ref(pool), info)
+        return info
 
 
 def lookup(engine: Engine) -> Instrumentation | None:
@@ -71,7 +87,10 @@ def add(engine: Engine, inst: Instrumentation) -> None:
     key = id(engine)
     with lock:
         _registry[key] = inst
-    weakref.finalize(engine, _forget, key, inst)
+    # Not at exit: finalizers left then all run from weakref's own atexit hook, which runs
+    # before the final push whenever it was registered after it (SQLAlchemy 2.0 creates no
+    # finalizer of its own earlier), and the final push would find no pool to report.
+    weakref.finalize(engine, _forget, key, inst).atexit = False
 
 
 def remove(engine: Engine) -> Instrumentation | None:

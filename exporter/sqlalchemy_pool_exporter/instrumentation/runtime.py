@@ -11,7 +11,13 @@ Started lazily by the first ``instrument()``:
 ``fork()`` (gunicorn ``preload_app``, multiprocessing): before forking, every stats lock
 is taken so no thread is mid-update; in the child the locks are released, every counter
 starts from zero (the parent's checkouts are the parent's), the process gets a new
-identity, and the threads — which do not survive a fork — are started again.
+identity, and the threads — which do not survive a fork — are started again. The child
+also watches the pooled connections it inherited, and the parent marks its pools as
+those of a forking parent (see :mod:`~sqlalchemy_pool_exporter.instrumentation.forks`).
+
+At exit the pusher sends a final push (``retire``): from ``atexit`` here, and from the
+hooks in ``exits`` for the processes that end without it (uvicorn, Celery prefork and
+multiprocessing children, SIGTERM). ``flush`` is the same by hand, for anything else.
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ import os
 import threading
 from typing import Any
 
-from sqlalchemy_pool_exporter.instrumentation import registry
+from sqlalchemy_pool_exporter.instrumentation import exits, forks, registry
 from sqlalchemy_pool_exporter.instrumentation.embedded import PoolCollector
 from sqlalchemy_pool_exporter.instrumentation.push import Pusher
 from sqlalchemy_pool_exporter.instrumentation.settings import AppSettings
@@ -59,6 +65,7 @@ def started(settings: AppSettings, registry: Any) -> None:
         _start_monitor()
         if settings.push_url:
             _start_pusher(settings)
+            exits.install(retire)
 
 
 def _start_monitor() -> None:
@@ -66,12 +73,12 @@ def _start_monitor() -> None:
     if _monitor is not None and _monitor.is_alive():
         return
     _monitor_stop.clear()
-    _monitor = threading.Thread(target=_monitor_loop, name="pool-exporter-monitor", daemon=True)
-    _monitor.start()
+    _monitor = exits.start_thread(_monitor_loop, "pool-exporter-monitor")
 
 
 def _monitor_loop() -> None:
     while not _monitor_stop.wait(MONITOR_PERIOD):
+        exits.watch()
         for inst in registry.instrumentations():
             try:
                 inst.stats.scan_leaks()
@@ -101,6 +108,20 @@ def pusher() -> Any:
     return _pusher
 
 
+def retire(timeout: float | None = None) -> bool:
+    """Send this process's final push (once); whether the sidecar accepted it."""
+    current = _pusher
+    return bool(current.stop(final=True, timeout=timeout)) if current is not None else False
+
+
+def flush(final: bool = False, timeout: float | None = None) -> bool:
+    """Push this process's snapshot now; ``final`` also retires the process (send it last)."""
+    if final:
+        return retire(timeout)
+    current = _pusher
+    return bool(current.push(timeout=timeout)) if current is not None else False
+
+
 def _before_fork() -> None:
     # Hold every lock another thread (pusher, monitor, a request) could be inside, so the
     # child never inherits one locked by a thread that does not exist there: this
@@ -120,6 +141,7 @@ def _release_fork_locks() -> None:
 
 
 def _after_fork_parent() -> None:
+    forks.after_fork_parent()
     _release_fork_locks()
     _lock.release()
 
@@ -128,6 +150,7 @@ def _after_fork_child() -> None:
     global _identity, _monitor, _pusher
 
     _release_fork_locks()
+    forks.after_fork_child()  # reads what the parent held: before the reset
     for inst in registry.instrumentations():
         inst.stats.reset()
     _identity = ProcessIdentity(app=_identity.app) if _identity is not None else None
@@ -138,6 +161,7 @@ def _after_fork_child() -> None:
         _start_monitor()
         if old_pusher is not None and _push_settings is not None:
             _start_pusher(_push_settings)
+            exits.install(retire)
 
 
 if hasattr(os, "register_at_fork"):
@@ -151,5 +175,4 @@ if hasattr(os, "register_at_fork"):
 @atexit.register
 def _at_exit() -> None:
     _monitor_stop.set()
-    if _pusher is not None:
-        _pusher.stop(final=True)
+    exits.final_push()

@@ -100,12 +100,20 @@ class SiteFinder:
     An app frame *between* SQLAlchemy frames (an event hook that checks out a connection)
     can make a remembered depth pick the hook's caller instead of the hook; both are the
     app's code.
+
+    Every depth is 1 or more, never 0: ``sys._getframe(0)`` in the connect wrapper is the
+    wrapper's own frame, and holding it in one of that frame's locals is a reference cycle
+    that keeps the checked-out proxy (another local) alive until the cyclic garbage
+    collector runs, so a connection the app drops without ``close()`` would not go back
+    to the pool when SQLAlchemy returns it. No frame is kept past a call either: only
+    code objects and offsets are.
     """
 
     __slots__ = ("last", "recent", "verified")
 
     def __init__(self) -> None:
-        self.last: tuple[int, CodeType | None] = (0, None)
+        # (1, None): look at the caller first (it matches nothing, so a walk follows).
+        self.last: tuple[int, CodeType | None] = (1, None)
         self.recent: list[int] = []
         self.verified: dict[int, Known] = {}
 

@@ -15,7 +15,9 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+from sqlalchemy_pool_exporter.instrumentation import compat, forks
 from sqlalchemy_pool_exporter.instrumentation.poolstate import read_config
+from sqlalchemy_pool_exporter.protocol.catalog import LIMIT_GAUGES
 from sqlalchemy_pool_exporter.protocol.wire import SCHEMA_VERSION
 
 
@@ -57,6 +59,7 @@ def pool_snapshot(instrumentation: Any, *, top: int = 10) -> dict[str, Any] | No
     pool = engine.pool
     config = read_config(pool, reading.checked_out)
     limit = config["max_connections"]
+    recycle = compat.recycle_seconds(pool)
     gauges: dict[str, Any] = {
         "checked_out": reading.checked_out,
         "idle": config["idle"],
@@ -68,18 +71,29 @@ def pool_snapshot(instrumentation: Any, *, top: int = 10) -> dict[str, Any] | No
         "utilization_ratio": reading.checked_out / limit if limit else None,
         "peak_utilization_ratio": reading.peak_checked_out / limit if limit else None,
         "oldest_checkout_seconds": reading.oldest_checkout_seconds,
+        "oldest_wait_seconds": reading.oldest_wait_seconds,
+        "recycle_seconds": recycle if recycle >= 0 else None,
         "leaked_connections": reading.leaked,
     }
+    if forks.lends_no_capacity(instrumentation, reading.checked_out, reading.counters["checkouts"]):
+        # A parent that only forks hands its pool down: its limits are nobody's capacity.
+        for name in LIMIT_GAUGES:
+            if gauges[name] is not None:
+                gauges[name] = 0
     return {
         "info": instrumentation.info(),
         "gauges": gauges,
         "counters": reading.counters,
         "histograms": reading.histograms,
-        "held": [
-            {"age_seconds": h.age_seconds, "site": h.site, "thread": h.thread, "leaked": h.leaked}
-            for h in reading.held
-        ],
+        "held": [_held(h) for h in reading.held],
     }
+
+
+def _held(h: Any) -> dict[str, Any]:
+    entry = {"age_seconds": h.age_seconds, "site": h.site, "thread": h.thread, "leaked": h.leaked}
+    if h.backend_pid is not None:
+        entry["backend_pid"] = h.backend_pid
+    return entry
 
 
 def process_snapshot(

@@ -10,7 +10,11 @@ Concepts, as the metrics use them:
   forgotten connection on sync drivers) or at *detach* (the connection leaves the pool's
   custody; asyncio drivers reclaim forgotten connections this way). Invalidation does
   not end a checkout: the app still holds the (now dead) proxy until it closes it.
-* **pending** — callers inside ``pool.connect()`` that have not got a connection yet.
+* **pending** — callers inside ``pool.connect()`` that have not got a connection yet;
+  the oldest one's wait so far is ``oldest_wait_seconds``.
+* **cancellation** — a wait abandoned by a ``BaseException`` that is not an error: an
+  asyncio task cancelled (also by the caller's own ``asyncio.timeout``/``wait_for``),
+  ``KeyboardInterrupt``, a gevent timeout.
 * **wait** — time spent inside ``pool.connect()``: queue wait, opening a new connection,
   pre-ping. Waits that end in a ``QueuePool limit ... reached`` timeout are observed
   too, so the histogram shows how long callers hung before failing.
@@ -32,11 +36,17 @@ import time
 import weakref
 from collections import deque
 from dataclasses import dataclass, field
+from operator import add, attrgetter
 from types import CodeType
 from typing import Any
 
 from sqlalchemy_pool_exporter.instrumentation import sites
-from sqlalchemy_pool_exporter.instrumentation.histogram import DEFAULT_BUCKETS, Histogram
+from sqlalchemy_pool_exporter.instrumentation.attribution import record_backend_pid
+from sqlalchemy_pool_exporter.instrumentation.histogram import (
+    DEFAULT_BUCKETS,
+    Histogram,
+    cumulative,
+)
 from sqlalchemy_pool_exporter.logs import get_logger
 from sqlalchemy_pool_exporter.protocol.catalog import COUNTER_FIELDS
 
@@ -51,6 +61,8 @@ HeldEntry = tuple[float, "CodeType | None", int, int, "weakref.ref[Any]"]
 HISTOGRAM_COUNTERS = ("checkouts", "checkout_timeouts")
 #: Every other counter of the catalog is a plain attribute, incremented where it happens.
 PLAIN_COUNTERS = tuple(n for n in COUNTER_FIELDS if n not in HISTOGRAM_COUNTERS)
+#: Reads every plain counter of a PoolStats in one C call.
+_plain_counters = attrgetter(*PLAIN_COUNTERS)
 
 
 @dataclass
@@ -61,6 +73,8 @@ class HeldConnection:
     site: str
     thread: str
     leaked: bool
+    #: the server's pid of the connection, when attribution recorded it
+    backend_pid: int | None = None
 
 
 @dataclass
@@ -74,6 +88,7 @@ class StatsReading:
     leaked: int
     oldest_checkout_seconds: float
     histograms: dict[str, Any]
+    oldest_wait_seconds: float = 0.0
     held: list[HeldConnection] = field(default_factory=list)
 
 
@@ -98,6 +113,7 @@ class PoolStats:
         "use",
         "wait",
         "wait_timed_out",
+        "waiting",
         "waits_failed",
         "waits_started",
         *PLAIN_COUNTERS,
@@ -107,10 +123,18 @@ class PoolStats:
     connections_created: int
     connect_errors: int
     connections_closed: int
-    invalidations_hard: int
-    invalidations_soft: int
+    invalidations_hard_pre_ping: int
+    invalidations_hard_error: int
+    invalidations_hard_explicit: int
+    invalidations_hard_other: int
+    invalidations_soft_pre_ping: int
+    invalidations_soft_error: int
+    invalidations_soft_explicit: int
+    invalidations_soft_other: int
     leaks: int
     gc_reclaimed: int
+    fork_inherited_connections: int
+    checkout_cancellations: int
 
     def __init__(
         self,
@@ -133,6 +157,9 @@ class PoolStats:
         self.waits_started = itertools.count()
         self.waits_failed = 0  # connect errors and re-entrant checkouts end a wait too
         self._started_base = 0  # waits started before the last reset (fork)
+        # wait number -> perf_counter at its start, while the caller is inside connect():
+        # the oldest one is ``oldest_wait_seconds`` (a store and a delete per checkout).
+        self.waiting: dict[int, float] = {}
         self.held: dict[Any, HeldEntry] = {}
         # record -> the held entry that was flagged; a flag counts only while that very
         # entry is still held, so a race with its return can never leave a stale leak.
@@ -161,6 +188,7 @@ class PoolStats:
         self._started_base = _count_value(self.waits_started)
         self.held.clear()
         self.leaked.clear()
+        self.waiting.clear()
         for hist in (self.wait, self.wait_timed_out, self.use, self.connect):
             hist.counts[:] = [0] * len(hist.counts)
             hist.sum = 0.0
@@ -221,42 +249,55 @@ class PoolStats:
             )
 
     def read(self, *, top: int = 10) -> StatsReading:
-        """A consistent copy of every counter, gauge and histogram, plus the top held."""
+        """A consistent copy of every counter, gauge and histogram, plus the ``top`` held."""
         self.scan_leaks()
         peak = self.rotate_peak()
         now = time.perf_counter()
         with self.lock:
-            counters = {n: getattr(self, n) for n in COUNTER_FIELDS}
-            held = list(self.held.items())  # one C call: a consistent copy
-            leaked = self.leaked
-            entries = sorted(
-                ((now - e[0], e, leaked.get(rec) is e) for rec, e in held),
-                key=lambda item: -item[0],
-            )
-            finished = counters["checkouts"] + counters["checkout_timeouts"] + self.waits_failed
+            held = list(self.held.items())  # one C call each: consistent copies
+            waiting = list(self.waiting.values())
+            got = list(self.wait.counts)
+            timed_out = list(self.wait_timed_out.counts)
+            # A wait's observation count is a checkout (or a timeout): the counters come
+            # from the very copies the wait histogram is made of, so the two always agree.
+            checkouts, timeouts = sum(got), sum(timed_out)
+            counters = dict(zip(PLAIN_COUNTERS, _plain_counters(self), strict=True))
+            counters.update(checkouts=checkouts, checkout_timeouts=timeouts)
+            finished = checkouts + timeouts + self.waits_failed
             started = _count_value(self.waits_started) - self._started_base
+            leaked = self.leaked
+            flagged = [leaked.get(rec) is e for rec, e in held] if leaked else [False] * len(held)
+            waits = map(add, got, timed_out)  # the wait histogram: both kinds of wait
+            wait_sum = self.wait.sum + self.wait_timed_out.sum
             reading = StatsReading(
                 counters=counters,
                 pending=max(0, started - finished),
                 checked_out=len(held),
                 peak_checked_out=peak,
-                leaked=sum(1 for _, _, is_leaked in entries if is_leaked),
-                oldest_checkout_seconds=entries[0][0] if entries else 0.0,
+                leaked=sum(flagged),
+                oldest_checkout_seconds=now - min(e[0] for _, e in held) if held else 0.0,
+                oldest_wait_seconds=max(0.0, now - min(waiting)) if waiting else 0.0,
                 histograms={
-                    "wait_seconds": self.wait.data(self.wait_timed_out),
+                    "wait_seconds": cumulative(self.wait.bounds, waits, wait_sum),
                     "use_seconds": self.use.data(),
                     "connect_seconds": self.connect.data(),
                 },
             )
-        reading.held = [
-            HeldConnection(
-                age_seconds=age,
-                site=_site(entry),
-                thread=sites.thread_name(entry[3]),
-                leaked=leaked,
+        if top > 0:  # the longest held first; scrapes ask for none
+            entries = sorted(
+                ((now - e[0], e, f, rec) for (rec, e), f in zip(held, flagged, strict=True)),
+                key=lambda item: -item[0],
             )
-            for age, entry, leaked in entries[:top]
-        ]
+            reading.held = [
+                HeldConnection(
+                    age_seconds=age,
+                    site=_site(entry),
+                    thread=sites.thread_name(entry[3]),
+                    leaked=is_leaked,
+                    backend_pid=record_backend_pid(rec),
+                )
+                for age, entry, is_leaked, rec in entries[:top]
+            ]
         return reading
 
     # -- cold paths of the hot-path wrappers -------------------------------------

@@ -10,7 +10,17 @@ server, from a background thread every ``interval`` seconds, for
 * the age of the oldest open transaction per state — an ``idle in transaction`` session
   holds locks and snapshots while nobody works on it. PostgreSQL forgets the start of a
   transaction that failed, so for ``idle in transaction (aborted)`` the age is counted
-  from the failure (a lower bound).
+  from the failure (a lower bound);
+* backends waiting for a lock now (``wait_event_type = 'Lock'``) and the longest such
+  wait (counted from the start of the waiting statement), and the deadlocks the server
+  detected in the probed database (``pg_stat_database.deadlocks``);
+* the idle limits that kill pooled connections, as the probe's own session sees them
+  (server, database and role defaults of the probe's role): ``idle_session_timeout``
+  (PostgreSQL 14+) and ``idle_in_transaction_session_timeout``, in seconds, 0 = none;
+* the server sessions of app connections stamped with their owner (``application_name``,
+  see :mod:`~sqlalchemy_pool_exporter.probes.stamp`): state, lock wait, blockers and
+  transaction age per session, which ``/api/pools`` and the diagnosis join to the app
+  processes and checkout sites holding them. Not a metric: it names processes.
 
 Cost and bounds: one query, one round trip per interval, on one kept-open connection in
 autocommit mode (no ``BEGIN``). ``statement_timeout`` and a read-only session are set in
@@ -32,64 +42,83 @@ from __future__ import annotations
 
 import contextlib
 import math
-import re
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg2
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
 
+from sqlalchemy_pool_exporter.exposition import family
 from sqlalchemy_pool_exporter.logs import get_logger
+from sqlalchemy_pool_exporter.probes.base import ProbeResult, redact
+from sqlalchemy_pool_exporter.probes.stamp import STAMP_MARK, parse_stamp
 from sqlalchemy_pool_exporter.probes.url import probe_target
+from sqlalchemy_pool_exporter.protocol.catalog import metric
 
 log = get_logger(__name__)
+
+#: ``application_name`` prefix of the sessions an instrumented app stamped (see
+#: :mod:`sqlalchemy_pool_exporter.probes.stamp`); at most this many are reported.
+STAMP_PREFIX = STAMP_MARK
+MAX_SESSIONS = 500
 
 #: States always exported (0 when absent), so dashboard series do not come and go.
 STANDARD_STATES = ("active", "idle", "idle in transaction", "idle in transaction (aborted)")
 
 #: The whole probe: settings and per-state backend counts and oldest transaction ages.
 #: The LEFT JOIN keeps one row (the settings) when there is no other client at all.
-QUERY = """\
-WITH backends AS (
+QUERY = f"""\
+WITH activity AS (
+    SELECT * FROM pg_stat_activity
+    WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()
+), backends AS (
     SELECT coalesce(state, 'unknown') AS state,
            extract(epoch FROM clock_timestamp() - CASE
                WHEN state = 'idle in transaction (aborted)' THEN coalesce(xact_start, state_change)
                ELSE xact_start END)::float8 AS xact_age
-    FROM pg_stat_activity
-    WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()
+    FROM activity
 ), by_state AS (
     SELECT state, count(*)::int AS n, greatest(coalesce(max(xact_age), 0), 0) AS oldest
     FROM backends GROUP BY state
+), locks AS (
+    SELECT count(*)::int AS waiting,
+           greatest(coalesce(max(extract(epoch FROM clock_timestamp() - state_change)), 0), 0)
+             ::float8 AS oldest
+    FROM activity WHERE wait_event_type = 'Lock'
+), stamped AS (
+    SELECT coalesce(json_agg(json_build_object(
+               'backend_pid', pid, 'application_name', application_name,
+               'state', coalesce(state, 'unknown'),
+               'waiting_on_lock', coalesce(wait_event_type = 'Lock', false),
+               'blocked_by', pg_blocking_pids(pid),
+               'transaction_seconds',
+                 extract(epoch FROM clock_timestamp() - xact_start)::float8,
+               'state_seconds',
+                 extract(epoch FROM clock_timestamp() - state_change)::float8)), '[]')
+             AS sessions
+    FROM (SELECT * FROM activity WHERE application_name LIKE '{STAMP_PREFIX}%'
+          ORDER BY pid LIMIT {MAX_SESSIONS}) AS mine
 )
 SELECT current_setting('max_connections')::int,
        current_setting('superuser_reserved_connections')::int
          + coalesce(nullif(current_setting('reserved_connections', true), '')::int, 0),
-       by_state.state, by_state.n, by_state.oldest
-FROM (SELECT 1) AS one LEFT JOIN by_state ON true"""
-
-# (pattern, replacement): libpq and psycopg2 may echo a DSN or URL in error text.
-_SECRET_PATTERNS = (
-    (re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE), r"\1***"),
-    (re.compile(r"(://[^:/@\s]*:)[^@\s]*(@)"), r"\1***\2"),
-)
-
-
-@dataclass(frozen=True)
-class ProbeResult:
-    """One successful probe: server limits and client backends by state."""
-
-    max_connections: int
-    reserved_connections: int
-    connections: dict[str, int] = field(default_factory=dict)
-    oldest_transaction_seconds: dict[str, float] = field(default_factory=dict)
+       by_state.state, by_state.n, by_state.oldest,
+       locks.waiting, locks.oldest,
+       (SELECT deadlocks FROM pg_stat_database WHERE datname = current_database())::int8,
+       (SELECT setting::float8 / 1000 FROM pg_settings WHERE name = 'idle_session_timeout'),
+       (SELECT setting::float8 / 1000 FROM pg_settings
+        WHERE name = 'idle_in_transaction_session_timeout'),
+       stamped.sessions
+FROM (SELECT 1) AS one LEFT JOIN by_state ON true, locks, stamped"""
 
 
 def connect_kwargs(url: str) -> dict[str, Any]:
     """psycopg2.connect() keyword arguments from a PostgreSQL URL or libpq DSN string."""
     target = probe_target(url)
+    if target.backend != "postgresql":
+        raise ValueError("not a PostgreSQL URL")
     if target.dsn is not None:
         return dict(target.dsn)
     kwargs: dict[str, Any] = dict(target.query)
@@ -102,15 +131,6 @@ def connect_kwargs(url: str) -> dict[str, Any]:
     }
     kwargs.update({k: v for k, v in given.items() if v is not None})
     return kwargs
-
-
-def redact(text: str, secret: str | None) -> str:
-    """``text`` with ``secret`` and anything that looks like a password replaced."""
-    if secret:
-        text = text.replace(secret, "***")
-    for pattern, replacement in _SECRET_PATTERNS:
-        text = pattern.sub(replacement, text)
-    return text
 
 
 class DatabaseProbe(Collector):
@@ -237,40 +257,40 @@ class DatabaseProbe(Collector):
 
     def collect(self) -> Iterator[Metric]:
         """The ``sqlalchemy_pool_db_*`` families from the last probe (no database access)."""
-        labels = ["database"]
+        labels = ("database",)
         db = [self.database]
         result = self._result  # one read: a probe finishing meanwhile cannot mix results
-        up = GaugeMetricFamily(
-            "sqlalchemy_pool_db_up", "1 if the last database probe succeeded.", labels=labels
-        )
+        up = family(metric("sqlalchemy_pool_db_up"), labels)
         up.add_metric(db, 1.0 if result is not None else 0.0)
         yield up
         if result is None:
             return
-        limit = GaugeMetricFamily(
-            "sqlalchemy_pool_db_max_connections", "Server max_connections.", labels=labels
-        )
-        limit.add_metric(db, result.max_connections)
-        reserved = GaugeMetricFamily(
-            "sqlalchemy_pool_db_reserved_connections",
-            "Connection slots reserved for superusers (and reserved_connections roles).",
-            labels=labels,
-        )
-        reserved.add_metric(db, result.reserved_connections)
-        conns = GaugeMetricFamily(
-            "sqlalchemy_pool_db_connections",
-            "Client backends by pg_stat_activity.state.",
-            labels=[*labels, "state"],
-        )
-        oldest = GaugeMetricFamily(
-            "sqlalchemy_pool_db_oldest_transaction_seconds",
-            "Age of the oldest open transaction, by backend state.",
-            labels=[*labels, "state"],
-        )
+        for name, value in (
+            ("sqlalchemy_pool_db_max_connections", result.max_connections),
+            ("sqlalchemy_pool_db_reserved_connections", result.reserved_connections),
+            ("sqlalchemy_pool_db_lock_waiting_connections", result.lock_waiting_connections),
+            ("sqlalchemy_pool_db_oldest_lock_wait_seconds", result.oldest_lock_wait_seconds),
+            ("sqlalchemy_pool_db_deadlocks", result.deadlocks),
+        ):
+            if value is not None:
+                one = family(metric(name), labels)
+                one.add_metric(db, value)
+                yield one
+        conns = family(metric("sqlalchemy_pool_db_connections"), labels)
+        oldest = family(metric("sqlalchemy_pool_db_oldest_transaction_seconds"), labels)
+        ages = result.oldest_transaction_seconds or {}
         for state in sorted(set(STANDARD_STATES) | set(result.connections)):
             conns.add_metric([*db, state], result.connections.get(state, 0))
-            oldest.add_metric([*db, state], result.oldest_transaction_seconds.get(state, 0.0))
-        yield from (limit, reserved, conns, oldest)
+            oldest.add_metric([*db, state], ages.get(state, 0.0))
+        yield from (conns, oldest)
+        idle = family(metric("sqlalchemy_pool_db_idle_timeout_seconds"), labels)
+        for kind, seconds in sorted(result.idle_timeouts.items()):
+            idle.add_metric([*db, kind], seconds)
+        yield idle
+
+    def last_result(self) -> ProbeResult | None:
+        """The last successful probe's result (None before one, and after a failure)."""
+        return self._result
 
 
 def _parse(rows: list[tuple[Any, ...]]) -> ProbeResult:
@@ -278,11 +298,37 @@ def _parse(rows: list[tuple[Any, ...]]) -> ProbeResult:
         raise RuntimeError("probe query returned no row")
     connections: dict[str, int] = {}
     oldest: dict[str, float] = {}
-    for _, _, state, count, age in rows:
+    for row in rows:
+        state, count, age = row[2:5]
         if state is not None:
             connections[str(state)] = int(count)
             oldest[str(state)] = float(age)
-    return ProbeResult(int(rows[0][0]), int(rows[0][1]), connections, oldest)
+    first = rows[0]
+    waiting, lock_age, deadlocks, idle_session, idle_xact, sessions = first[5:11]
+    idle: dict[str, float] = {}
+    if idle_session is not None:  # PostgreSQL 14+
+        idle["idle_session"] = float(idle_session)
+    if idle_xact is not None:
+        idle["idle_in_transaction"] = float(idle_xact)
+    return ProbeResult(
+        int(first[0]),
+        int(first[1]),
+        connections,
+        oldest,
+        lock_waiting_connections=int(waiting or 0),
+        oldest_lock_wait_seconds=float(lock_age or 0.0),
+        deadlocks=None if deadlocks is None else int(deadlocks),
+        idle_timeouts=idle,
+        sessions=[_session(s) for s in sessions or []],
+    )
+
+
+def _session(raw: dict[str, Any]) -> dict[str, Any]:
+    """One stamped server session, with the app process its application_name names."""
+    out = dict(raw)
+    out["owner"] = parse_stamp(str(raw.get("application_name") or ""))
+    out["blocked_by"] = list(raw.get("blocked_by") or [])
+    return out
 
 
 def _with_bounds(kwargs: dict[str, Any], statement_timeout: float) -> dict[str, Any]:

@@ -1,7 +1,8 @@
 """Database URLs for the probes, parsed without SQLAlchemy and never echoed.
 
-The sidecar takes a SQLAlchemy-style URL (``postgresql+psycopg2://user:pw@host:5432/db``)
-or a libpq connection string (``host=db dbname=shop``). Parsing one must never put the
+The sidecar takes a SQLAlchemy-style URL (``postgresql+psycopg2://user:pw@host:5432/db``,
+``mysql+pymysql://user:pw@host:3306/db``, ``mariadb://…``) or a libpq connection string
+(``host=db dbname=shop``). Parsing one must never put the
 password into an error, a log line or a repr: every error here names only what is wrong.
 """
 
@@ -15,7 +16,14 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 #: backslash escapes inside the quotes.
 _DSN_PAIR = re.compile(r"\s*(\w+)\s*=\s*('(?:[^'\\]|\\.)*'|[^\s'=]+)\s*")
 #: URL scheme (before any ``+driver``) -> the probe that speaks it.
-BACKENDS = {"postgresql": "postgresql", "postgres": "postgresql"}
+BACKENDS = {
+    "postgresql": "postgresql",
+    "postgres": "postgresql",
+    "mysql": "mysql",
+    "mariadb": "mysql",
+}
+#: URL query parameters the MySQL probe passes on to PyMySQL; any other is refused by name.
+MYSQL_QUERY_PARAMETERS = ("unix_socket", "charset", "ssl_ca", "ssl_cert", "ssl_key")
 
 
 @dataclass(frozen=True)
@@ -45,7 +53,11 @@ def probe_target(url: str) -> ProbeTarget:
     scheme = parts.scheme.split("+", 1)[0].lower()
     backend = BACKENDS.get(scheme)
     if backend is None:
-        raise ValueError(f"database probe supports PostgreSQL only, not {scheme!r}")
+        raise ValueError(f"database probe supports PostgreSQL, MySQL and MariaDB, not {scheme!r}")
+    query = dict(parse_qsl(parts.query))
+    unknown = sorted(set(query) - set(MYSQL_QUERY_PARAMETERS)) if backend == "mysql" else []
+    if unknown:
+        raise ValueError(f"database URL parameter(s) not supported: {', '.join(unknown)}")
     return ProbeTarget(
         backend=backend,
         host=unquote(parts.hostname) if parts.hostname else None,
@@ -53,7 +65,7 @@ def probe_target(url: str) -> ProbeTarget:
         user=unquote(parts.username) if parts.username else None,
         password=unquote(parts.password) if parts.password is not None else None,
         database=unquote(parts.path.lstrip("/")) or None,
-        query=dict(parse_qsl(parts.query)),
+        query=query,
     )
 
 

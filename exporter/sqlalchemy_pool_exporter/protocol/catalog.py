@@ -49,6 +49,13 @@ INFO_LABELS = (
 )
 
 
+#: ``kind`` and ``cause`` of ``sqlalchemy_pool_invalidations_total``: one field per pair.
+INVALIDATION_KINDS = ("hard", "soft")
+INVALIDATION_CAUSES = ("pre_ping", "error", "explicit", "other")
+#: ``kind`` of ``sqlalchemy_pool_db_idle_timeout_seconds`` (a probe serves those it has).
+IDLE_TIMEOUT_KINDS = ("idle_session", "idle_in_transaction", "wait")
+
+
 @dataclass(frozen=True)
 class Metric:
     """One row of the catalog."""
@@ -161,6 +168,25 @@ CATALOG: tuple[Metric, ...] = (
         integer=False,
     ),
     Metric(
+        "sqlalchemy_pool_oldest_wait_seconds",
+        "gauge",
+        "How long the longest-waiting caller still inside pool.connect() has waited (0 if none).",
+        "seconds",
+        across="max",
+        fields=_one("oldest_wait_seconds"),
+        integer=False,
+    ),
+    Metric(
+        "sqlalchemy_pool_recycle_seconds",
+        "gauge",
+        "Configured pool_recycle; absent when connections are never recycled.",
+        "seconds",
+        across="max",
+        fields=_one("recycle_seconds"),
+        nullable=True,
+        integer=False,
+    ),
+    Metric(
         "sqlalchemy_pool_leaked_connections",
         "gauge",
         "Checked-out connections held longer than the leak threshold.",
@@ -207,10 +233,16 @@ CATALOG: tuple[Metric, ...] = (
     Metric(
         "sqlalchemy_pool_invalidations",
         "counter",
-        "Invalidated connections (hard: closed; soft: replaced at next checkout).",
+        "Invalidated connections by kind (hard: closed; soft: replaced at next checkout) and"
+        " cause (pre_ping: found dead at checkout and replaced, the app saw nothing; error: a"
+        " disconnect error reached the app; explicit: the app called invalidate(); other).",
         "connections",
-        labels=("kind",),
-        fields=((("hard",), "invalidations_hard"), (("soft",), "invalidations_soft")),
+        labels=("kind", "cause"),
+        fields=tuple(
+            ((kind, cause), f"invalidations_{kind}_{cause}")
+            for kind in INVALIDATION_KINDS
+            for cause in INVALIDATION_CAUSES
+        ),
     ),
     Metric(
         "sqlalchemy_pool_leaks",
@@ -225,6 +257,22 @@ CATALOG: tuple[Metric, ...] = (
         "Connections never returned by the app and reclaimed by the garbage collector.",
         "connections",
         fields=_one("gc_reclaimed"),
+    ),
+    Metric(
+        "sqlalchemy_pool_checkout_cancellations",
+        "counter",
+        "Waits for a connection abandoned by cancellation (asyncio task cancelled, timeout of"
+        " the caller's own, KeyboardInterrupt).",
+        "checkouts",
+        fields=_one("checkout_cancellations"),
+    ),
+    Metric(
+        "sqlalchemy_pool_fork_inherited_connections",
+        "counter",
+        "Pooled connections a forked child inherited open from its parent (SQLAlchemy's fork"
+        " hazard: the fix is engine.dispose(close=False) in the child).",
+        "connections",
+        fields=_one("fork_inherited_connections"),
     ),
     # -- pool histograms ----------------------------------------------------------------
     Metric(
@@ -297,7 +345,7 @@ CATALOG: tuple[Metric, ...] = (
     Metric(
         "sqlalchemy_pool_db_connections",
         "gauge",
-        "Client backends by pg_stat_activity.state.",
+        "Client sessions by state (pg_stat_activity.state; MySQL: the process list).",
         "connections",
         scope="database",
         across="-",
@@ -311,6 +359,51 @@ CATALOG: tuple[Metric, ...] = (
         scope="database",
         across="-",
         labels=("state",),
+        integer=False,
+    ),
+    Metric(
+        "sqlalchemy_pool_db_lock_waiting_connections",
+        "gauge",
+        "Client backends waiting for a lock now.",
+        "connections",
+        scope="database",
+        across="-",
+    ),
+    Metric(
+        "sqlalchemy_pool_db_oldest_lock_wait_seconds",
+        "gauge",
+        "Longest current lock wait (0 if none).",
+        "seconds",
+        scope="database",
+        across="-",
+        integer=False,
+    ),
+    Metric(
+        "sqlalchemy_pool_db_deadlocks",
+        "counter",
+        "Deadlocks the server detected in the probed database.",
+        "deadlocks",
+        scope="database",
+        across="-",
+    ),
+    Metric(
+        "sqlalchemy_pool_db_aborted_clients",
+        "counter",
+        "Connections the server dropped because the client vanished or stayed idle past"
+        " wait_timeout (MySQL/MariaDB Aborted_clients).",
+        "connections",
+        scope="database",
+        across="-",
+    ),
+    Metric(
+        "sqlalchemy_pool_db_idle_timeout_seconds",
+        "gauge",
+        "The server's idle limits that kill pooled connections, by kind (idle_session,"
+        " idle_in_transaction, wait); 0 = none.",
+        "seconds",
+        scope="database",
+        across="-",
+        labels=("kind",),
         integer=False,
     ),
     # -- the exporter's own health -----------------------------------------------------
@@ -453,3 +546,43 @@ INTEGER_GAUGES = frozenset(_gauges(integer=True))
 def metric(name: str) -> Metric:
     """The catalog row named ``name`` (KeyError if there is none)."""
     return BY_NAME[name]
+
+
+# -- OpenTelemetry ---------------------------------------------------------------------
+# ``instrument(engine, otel=True)`` reports the pool rows through the OpenTelemetry
+# Metrics API too. A row the semantic conventions for database client connection pools
+# name is reported under their name, unit and attributes; every other pool row keeps its
+# meaning as ``sqlalchemy.pool.<name>`` (see :func:`otel_instrument`).
+
+#: Pool rows the semantic conventions name: row -> (instrument name, unit).
+OTEL_SEMCONV: dict[str, tuple[str, str]] = {
+    "sqlalchemy_pool_connections": ("db.client.connection.count", "{connection}"),
+    # pool_size is how many connections a QueuePool keeps open while idle.
+    "sqlalchemy_pool_size": ("db.client.connection.idle.max", "{connection}"),
+    "sqlalchemy_pool_max_connections": ("db.client.connection.max", "{connection}"),
+    "sqlalchemy_pool_pending": ("db.client.connection.pending_requests", "{request}"),
+    "sqlalchemy_pool_checkout_timeouts": ("db.client.connection.timeouts", "{timeout}"),
+    "sqlalchemy_pool_connect_seconds": ("db.client.connection.create_time", "s"),
+    "sqlalchemy_pool_wait_seconds": ("db.client.connection.wait_time", "s"),
+    "sqlalchemy_pool_use_seconds": ("db.client.connection.use_time", "s"),
+}
+#: The one instrument of the conventions with no row: SQLAlchemy's pools keep no minimum
+#: of idle connections, so it is 0 for every pool that has a size.
+OTEL_IDLE_MIN = ("db.client.connection.idle.min", "{connection}")
+#: The attribute naming the pool on every instrument (the ``pool`` label).
+OTEL_POOL_ATTRIBUTE = "db.client.connection.pool.name"
+#: Row labels the conventions name, with their values: (attribute, {label value: value}).
+OTEL_LABELS: dict[str, tuple[str, dict[str, str]]] = {
+    "state": ("db.client.connection.state", {"checked_out": "used", "idle": "idle"}),
+}
+_OTEL_UNITS = {"seconds": "s", "ratio": "1", "": "1"}
+
+
+def otel_instrument(row: Metric) -> tuple[str, str]:
+    """(OpenTelemetry instrument name, UCUM unit) of a pool row."""
+    if row.name in OTEL_SEMCONV:
+        return OTEL_SEMCONV[row.name]
+    # OpenTelemetry names carry no unit: the unit travels beside the name.
+    base = row.name.removeprefix("sqlalchemy_pool_").removesuffix("_seconds").removesuffix("_ratio")
+    unit = _OTEL_UNITS.get(row.unit, "{" + row.unit.removesuffix("s") + "}")
+    return f"sqlalchemy.pool.{base}", unit

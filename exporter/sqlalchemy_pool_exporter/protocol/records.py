@@ -20,7 +20,6 @@ REASONS = (
     "label_too_long",
     "too_many_pools",
     "too_many_processes",
-    "bucket_layout",
     "identity_changed",
     "stale_sequence",
     "too_many_groups",

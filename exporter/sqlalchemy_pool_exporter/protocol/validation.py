@@ -55,6 +55,8 @@ _STR = frozenset({str})
 _NUMBER = frozenset({int, float})
 # Every push repeats the same few bucket layouts: each is checked once.
 _LAYOUTS: dict[tuple[Any, ...], tuple[float, ...]] = {}
+#: A gauge field absent from a push (null is a value: "no such limit"; absent is an error).
+_ABSENT = object()
 
 
 def _bad(where: str, what: str) -> PushRejected:
@@ -168,7 +170,8 @@ def _pool(value: Any, where: str, label_limit: int) -> PoolData:
     info = _info(pool.get("info", {}), f"{where}.info", label_limit)
     gauges_in = _object(pool.get("gauges"), f"{where}.gauges")
     gauges = {
-        name: _gauge(name, gauges_in.get(name), f"{where}.gauges.{name}") for name in GAUGE_FIELDS
+        name: _gauge(name, gauges_in.get(name, _ABSENT), f"{where}.gauges.{name}")
+        for name in GAUGE_FIELDS
     }
     counters_in = _object(pool.get("counters"), f"{where}.counters")
     values: list[Any] = [counters_in.get(n) for n in COUNTER_FIELDS]
@@ -211,6 +214,10 @@ def _info(value: Any, where: str, label_limit: int) -> dict[str, str]:
 def _gauge(name: str, value: Any, where: str) -> Any:
     if value is None and name in NULLABLE_GAUGES:
         return None
+    if value is _ABSENT:
+        if name in NULLABLE_GAUGES:
+            raise _bad(where, "missing (null where the pool has no such limit)")
+        value = None  # rejected below, with the message of its type
     if name in LIMIT_GAUGES and value == -1 and type(value) is int:
         return -1  # QueuePool(max_overflow=-1): no such limit
     if name in INTEGER_GAUGES:
@@ -257,9 +264,12 @@ def _held(value: Any, where: str, label_limit: int) -> dict[str, Any]:
         raise _bad(f"{where}.leaked", "expected true or false")
     # Sites and thread names are shown by /api/pools, never used as labels.
     text_limit = 4 * label_limit
-    return {
+    out = {
         "age_seconds": _number(entry.get("age_seconds"), f"{where}.age_seconds"),
         "site": _text(entry.get("site") or "", f"{where}.site", text_limit, label=False),
         "thread": _text(entry.get("thread") or "", f"{where}.thread", text_limit, label=False),
         "leaked": leaked,
     }
+    if entry.get("backend_pid") is not None:  # attribution on: the server session's pid
+        out["backend_pid"] = _count(entry["backend_pid"], f"{where}.backend_pid")
+    return out

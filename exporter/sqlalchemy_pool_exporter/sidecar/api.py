@@ -45,7 +45,7 @@ def _gather(agg: Aggregator) -> tuple[dict[str, tuple[Push, float]], list[_Pool]
     for g in groups:
         with agg.lock:
             pools.append(
-                (g.app, g.pool, g.info, g.gauges(), dict(g.total.counters), dict(g.members))
+                (g.app, g.pool, g.info, g.gauges(), dict(g.ledger.total.counters), dict(g.members))
             )
     return processes, pools
 

@@ -23,10 +23,11 @@ _FLAT = len(GAUGE_FIELDS) + len(COUNTER_FIELDS) + 1
 
 
 def per_process_series(agg: Aggregator) -> int:
-    """Series a per-process scrape would serve now (live processes plus ``retired``)."""
+    """Series a per-process scrape would serve now (one item per live or frozen label)."""
     with agg.lock:
         return sum(
-            (len(g.members) + 1) * (_FLAT + sum(len(bounds) + 3 for bounds in g.layout.values()))
+            max(len(g.series or {}), len(g.members))
+            * (_FLAT + sum(len(bounds) + 3 for bounds in g.ledger.shown))
             + 1  # sqlalchemy_pool_processes
             for g in agg.groups.values()
         )

@@ -4,7 +4,10 @@ Pool families come from :func:`~sqlalchemy_pool_exporter.exposition.pool_familie
 (every name and help text from the metric catalog) with labels ``app, pool`` — or
 ``app, pool, process`` with per-process output — followed by ``sqlalchemy_pool_processes`` and the
 ``pool_exporter_*`` self-metrics. Every scrape first expires silent processes, so
-``/metrics`` never shows a process that has been gone longer than its expiry time.
+``/metrics`` never shows a process that has been gone longer than its expiry time. With
+a state directory, what a scrape is about to show is saved first
+(:meth:`~sqlalchemy_pool_exporter.sidecar.keeper.StateKeeper.persist`), so no value
+Prometheus ever scraped can be lost by a restart of the sidecar.
 """
 
 from __future__ import annotations
@@ -16,11 +19,12 @@ from typing import Any
 from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
 
-from sqlalchemy_pool_exporter.exposition import family, pool_families
+from sqlalchemy_pool_exporter.exposition import SeriesCache, family, pool_families
 from sqlalchemy_pool_exporter.protocol.catalog import metric
 from sqlalchemy_pool_exporter.protocol.records import REASONS
 from sqlalchemy_pool_exporter.sidecar.aggregator import Aggregator
-from sqlalchemy_pool_exporter.sidecar.views import RETIRED, aggregated_items, per_process_items
+from sqlalchemy_pool_exporter.sidecar.keeper import StateKeeper
+from sqlalchemy_pool_exporter.sidecar.views import aggregated_items, per_process_items
 
 RESULTS = ("accepted", "rejected")
 
@@ -55,26 +59,31 @@ class SidecarCollector(Collector):
         *,
         per_process: bool = False,
         ceiling: Any = None,
+        keeper: StateKeeper | None = None,
     ) -> None:
         self.aggregator = aggregator
         self.counters = counters
         self.per_process = per_process
         self.ceiling = ceiling  # a SeriesCeiling: per-process output only while it allows
+        self.keeper = keeper
+        # (app, pool) pairs stay for the sidecar's life: their labels are built once.
+        # Per-process labels come and go with worker processes, so they are not kept.
+        self._series = SeriesCache()
 
     def collect(self) -> Iterator[Metric]:
         """Build every family from the aggregator's current state."""
         agg = self.aggregator
         agg.expire()
-        if self.per_process and (self.ceiling is None or self.ceiling.allows(agg)):
-            items, counts = per_process_items(agg)
-            families = pool_families(("app", "pool", "process"), items)
-            # The retired pseudo-process has totals but no state now: drop its gauges.
-            families[0].samples = [
-                s for s in families[0].samples if s.labels.get("process") != RETIRED
-            ]
+        per_process = self.per_process and (self.ceiling is None or self.ceiling.allows(agg))
+        view = per_process_items if per_process else aggregated_items
+        if self.keeper is not None:
+            items, counts = self.keeper.persist(lambda: view(agg))
         else:
-            items, counts = aggregated_items(agg)
-            families = pool_families(("app", "pool"), items)
+            items, counts = view(agg)
+        if per_process:
+            families = pool_families(("app", "pool", "process"), items)
+        else:
+            families = pool_families(("app", "pool"), items, self._series)
         yield from families
         processes = family(metric("sqlalchemy_pool_processes"), ("app", "pool"))
         for app, pool, n in counts:

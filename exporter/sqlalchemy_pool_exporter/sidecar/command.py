@@ -5,10 +5,13 @@ flag (``max_body_bytes`` → ``--max-body-bytes``); a flag wins over its
 ``POOL_EXPORTER_*`` variable. An invalid value exits with status 2 and one line naming
 the setting. Once both listeners are bound, one log line ``listening`` gives the actual
 addresses (``metrics``, ``push``), so port 0 works for tests and tools. With
-``--database-url`` the PostgreSQL probe runs in the same process and its families join
-``/metrics``; the URL itself is never logged. Secrets given as flags (``--token``,
-``--database-url``) get a warning: ``--token-file``/``--database-url-file`` keep them off
-the command line (:mod:`~sqlalchemy_pool_exporter.sidecar.secrets`).
+``--database-url`` the database probe (PostgreSQL, MySQL or MariaDB, by the URL's
+scheme) runs in the same process and its families join ``/metrics``; the URL itself is
+never logged. Secrets given as flags (``--token``, ``--database-url``) get a warning:
+``--token-file``/``--database-url-file`` keep them off the command line
+(:mod:`~sqlalchemy_pool_exporter.sidecar.secrets`). With ``--state-dir`` the saved state
+is restored before the listeners open; a directory held by another sidecar exits with
+status 1 (``cannot keep state``).
 """
 
 from __future__ import annotations
@@ -22,10 +25,12 @@ from typing import Any
 from pydantic import ValidationError
 
 from sqlalchemy_pool_exporter.logs import configure_process_logging, get_logger
+from sqlalchemy_pool_exporter.probes.factory import ProbeUnavailable, make_probe
 from sqlalchemy_pool_exporter.settings import PREFIX, describe_error
+from sqlalchemy_pool_exporter.sidecar.keeper import StateError
 from sqlalchemy_pool_exporter.sidecar.process import tune_gc
 from sqlalchemy_pool_exporter.sidecar.secrets import resolve_secrets, secrets_on_command_line
-from sqlalchemy_pool_exporter.sidecar.server import Sidecar
+from sqlalchemy_pool_exporter.sidecar.server import ListenError, Sidecar
 from sqlalchemy_pool_exporter.sidecar.settings import SidecarSettings
 
 log = get_logger("sqlalchemy_pool_exporter.sidecar")
@@ -92,21 +97,26 @@ def run(args: argparse.Namespace) -> int:
 def _serve(settings: SidecarSettings, sidecar: Any, done: threading.Event) -> int:
     try:
         sidecar.start()
-    except OSError as exc:
+    except StateError as exc:
+        log.error("cannot keep state", error=str(exc), state_dir=settings.state_dir)
+        return 1
+    except ListenError as exc:
         log.error(
             "cannot listen",
             error=f"{exc.strerror or exc}",
-            listen=settings.listen,
-            push_listen=settings.push_listen,
+            address=exc.address,
+            setting=f"{PREFIX}{exc.setting.upper()}",
         )
         return 1
     probe = _make_probe(settings, sidecar.registry)
+    sidecar.probe = probe
     log.info(
         "listening",
         metrics=sidecar.metrics_url,
         push=sidecar.push_url,
         per_process=settings.per_process,
-        token=settings.token is not None,
+        state_dir=settings.state_dir,
+        token=bool(settings.token),  # an empty --token is no token
         probe=probe is not None,
     )
     if probe is not None:
@@ -126,13 +136,11 @@ def _make_probe(settings: SidecarSettings, registry: Any) -> Any:
     if settings.database_url is None:
         return None
     try:
-        # The driver is an extra ([postgres]): imported only when a probe is configured.
-        from sqlalchemy_pool_exporter.probes.postgres import DatabaseProbe
-    except ImportError as exc:
+        probe = make_probe(
+            settings.database_url.get_secret_value(), interval=settings.probe_interval
+        )
+    except ProbeUnavailable as exc:
         log.warning("database probe unavailable", error=str(exc))
         return None
-    probe = DatabaseProbe(
-        settings.database_url.get_secret_value(), interval=settings.probe_interval
-    )
     registry.register(probe)
     return probe

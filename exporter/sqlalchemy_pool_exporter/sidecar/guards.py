@@ -28,7 +28,7 @@ from collections.abc import Callable, Mapping
 
 from sqlalchemy_pool_exporter.protocol.catalog import HISTOGRAM_FIELDS
 from sqlalchemy_pool_exporter.protocol.records import PoolData, Push, PushRejected
-from sqlalchemy_pool_exporter.sidecar.totals import Totals, regression
+from sqlalchemy_pool_exporter.sidecar.totals import Totals, layout_of, regression
 
 MAX_RATE = 1_000_000
 FIRST_LIMIT = 2**40
@@ -73,8 +73,8 @@ def check_growth(
             seconds = hist.sum - (before.sum if before is not None else 0.0)
             if count > limit or seconds > limit:
                 raise _refuse(name, f"histogram {field} grew by more than {limit:.0f}")
-            if total is not None and (
-                total.hists[field].count + count > MAX_TOTAL
-                or total.hists[field].sum + seconds > MAX_TOTAL_SUM
+            held = total.hists.get(layout_of(data)) if total is not None else None
+            if held is not None and (
+                held[field].count + count > MAX_TOTAL or held[field].sum + seconds > MAX_TOTAL_SUM
             ):
                 raise _refuse(name, f"histogram {field} total would pass its exact range")

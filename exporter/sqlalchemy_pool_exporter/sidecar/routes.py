@@ -6,17 +6,22 @@
 * **metrics** (all interfaces by default): ``GET /metrics`` (text or OpenMetrics by
   ``Accept``, gzip by ``Accept-Encoding``), ``GET /healthz`` and ``GET /``.
 
-``GET /api/pools`` is on whichever listener ``api_listen`` names (the push listener by
-default), or on neither. ``/metrics`` and ``/api/pools`` are rendered in the bounded
-render pool (:mod:`~sqlalchemy_pool_exporter.sidecar.listeners`); pushes and health
-checks are answered on the event loop. Anything else is a one-line JSON error.
+``GET /api/pools`` and ``GET /api/diagnosis`` are on whichever listener ``api_listen``
+names (the push listener by default), or on neither; with a database probe, held
+connections in ``/api/pools`` carry their server state
+(:mod:`~sqlalchemy_pool_exporter.sidecar.diagnosis`). A ``POST /v1/push`` sent to the
+metrics listener is answered 404 with where pushes go. ``/metrics`` and the API are
+rendered in the bounded render pool (:mod:`~sqlalchemy_pool_exporter.sidecar.listeners`);
+pushes and health checks are answered on the event loop. Anything else is a one-line JSON error.
 """
 
 from __future__ import annotations
 
 import gzip
+import json
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
+from urllib.parse import urlencode
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import Metric
@@ -24,27 +29,56 @@ from prometheus_client.exposition import choose_encoder
 
 from sqlalchemy_pool_exporter.protocol.wire import PUSH_PATH
 from sqlalchemy_pool_exporter.sidecar.api import api_json
+from sqlalchemy_pool_exporter.sidecar.diagnosis import (
+    diagnosis_document,
+    pools_document,
+    thresholds_from_query,
+)
 from sqlalchemy_pool_exporter.sidecar.messages import Render, Request, Response, json_response
 
 if TYPE_CHECKING:
     from sqlalchemy_pool_exporter.sidecar.server import Sidecar
 
 _READ = ("GET", "HEAD")
+_API = ("/api/pools", "/api/diagnosis")
+#: The answer to a push sent to the metrics listener instead of the push listener.
+PUSH_TO_METRICS_PORT = (
+    "pushes go to the push listener (POOL_EXPORTER_PUSH_LISTEN), not the metrics port"
+)
 
 
 def _healthz(sidecar: Sidecar) -> Response:
     return json_response(200, {"status": "ok", "processes": sidecar.aggregator.live_count()})
 
 
-def _api(sidecar: Sidecar, request: Request) -> Render:
+def _api(sidecar: Sidecar, request: Request) -> Response | Render:
+    if request.path == "/api/diagnosis":
+        return _diagnosis(sidecar, request)
     instances = request.query.get("instances", "") in ("1", "true", "yes")
 
     def work() -> Response:
-        sidecar.aggregator.expire()
-        body = api_json(sidecar.aggregator, instances=instances, pause=sidecar.yield_to_pushes)
-        return Response(200, body)
+        agg = sidecar.aggregator
+        agg.expire()
+        if sidecar.probe is not None:  # held connections joined with their server sessions
+            doc = pools_document(agg, sidecar.probe, instances=instances)
+            return Response(200, json.dumps(doc, separators=(",", ":")).encode())
+        return Response(200, api_json(agg, instances=instances, pause=sidecar.yield_to_pushes))
 
     return Render(work, lane="api", share=f"api:{int(instances)}")
+
+
+def _diagnosis(sidecar: Sidecar, request: Request) -> Response | Render:
+    try:
+        limits = thresholds_from_query(urlencode(request.query))
+    except ValueError as exc:
+        return json_response(400, {"error": str(exc)})
+
+    def work() -> Response:
+        sidecar.aggregator.expire()
+        doc = diagnosis_document(sidecar.aggregator, sidecar.probe, limits)
+        return Response(200, json.dumps(doc, separators=(",", ":")).encode())
+
+    return Render(work, lane="api")
 
 
 class _Yielding:
@@ -73,7 +107,7 @@ class PushApp:
         path = request.path
         if request.method in _READ and path == "/healthz":
             return _healthz(self.sidecar)
-        if self.api and request.method in _READ and path == "/api/pools":
+        if self.api and request.method in _READ and path in _API:
             return _api(self.sidecar, request)
         if path != PUSH_PATH:
             return json_response(404, {"error": f"POST pushes to {PUSH_PATH}"}, close=True)
@@ -105,16 +139,20 @@ class MetricsApp:
     def head(self, request: Request, length: int) -> Response | Render | None:
         """Every request is answered from its head: nothing here takes a body."""
         path = request.path
+        if request.method == "POST" and path == PUSH_PATH:
+            # An app whose push URL names this port would otherwise get a bare 405 and
+            # log only that: say where pushes go instead.
+            return json_response(404, {"error": PUSH_TO_METRICS_PORT}, close=True)
         if request.method not in _READ:
             return json_response(405, {"error": "read-only: GET /metrics"}, close=True)
         if path == "/metrics":
             return self._metrics(request)
         if path == "/healthz":
             return _healthz(self.sidecar)
-        if path == "/api/pools" and self.api:
+        if path in _API and self.api:
             return _api(self.sidecar, request)
         if path == "/":
-            index = "/metrics /healthz" + (" /api/pools" if self.api else "")
+            index = "/metrics /healthz" + (" /api/pools /api/diagnosis" if self.api else "")
             return Response(
                 200,
                 f"sqlalchemy-pool-exporter sidecar: {index}\n".encode(),

@@ -1,6 +1,8 @@
 """:class:`Sidecar`: the aggregator, its registry, and both HTTP listeners, wired together.
 
-* **metrics** (``--listen``, all interfaces by default): ``GET /metrics``, ``/healthz``.
+* **metrics** (``--listen``, all interfaces by default): ``GET /metrics`` (text or
+  OpenMetrics by ``Accept``, gzip by ``Accept-Encoding``), ``GET /healthz``. A
+  ``POST /v1/push`` here is answered 404 with where pushes go.
 * **push** (``--push-listen``, loopback by default): ``POST /v1/push`` with an optional
   ``Authorization: Bearer <token>``; also ``GET /healthz`` and, by default,
   ``GET /api/pools`` (``--api-listen`` moves it to the metrics listener or turns it off).
@@ -34,16 +36,30 @@ from sqlalchemy_pool_exporter.sidecar.aggregator import Aggregator
 from sqlalchemy_pool_exporter.sidecar.ceiling import SeriesCeiling
 from sqlalchemy_pool_exporter.sidecar.collector import PushCounters, SidecarCollector
 from sqlalchemy_pool_exporter.sidecar.health import HealthCollector
+from sqlalchemy_pool_exporter.sidecar.keeper import StateKeeper
 from sqlalchemy_pool_exporter.sidecar.limits import LimitHits, StateBytes, ThrottledLog
 from sqlalchemy_pool_exporter.sidecar.listeners import HttpServer
 from sqlalchemy_pool_exporter.sidecar.process import connection_cap
-from sqlalchemy_pool_exporter.sidecar.routes import MetricsApp, PushApp
+from sqlalchemy_pool_exporter.sidecar.routes import PUSH_TO_METRICS_PORT, MetricsApp, PushApp
 from sqlalchemy_pool_exporter.sidecar.secrets import resolve_secrets
 from sqlalchemy_pool_exporter.sidecar.settings import SidecarSettings
+
+__all__ = ["PUSH_TO_METRICS_PORT", "ListenError", "Sidecar"]
 
 log = get_logger(__name__)
 #: "process expired" lines logged per minute before they are only counted.
 EXPIRY_LINES = 10
+
+
+class ListenError(OSError):
+    """A listener could not be bound; ``setting`` and ``address`` say which one."""
+
+    def __init__(self, setting: str, address: str, cause: OSError) -> None:
+        # socket.create_server appends the address to strerror; say it once, as given.
+        reason = (cause.strerror or str(cause)).split(" (while attempting to bind", 1)[0]
+        super().__init__(cause.errno, reason)
+        self.setting = setting
+        self.address = address
 
 
 def _split(hostport: str) -> tuple[str, int]:
@@ -80,11 +96,13 @@ class Sidecar:
         self.aggregator = Aggregator(
             max_processes=s.max_processes,
             expiry_factor=s.expiry_factor,
+            retention=s.retired_retention if s.per_process else None,
             clock=clock,
             on_expire=self._expired,
             max_groups=s.max_groups,
             group_retention=s.group_retention,
         )
+        self.keeper = StateKeeper(s.state_dir, self.aggregator) if s.state_dir else None
         self.counters = PushCounters()
         self.limits = Limits(
             max_pools=s.max_pools,
@@ -95,7 +113,11 @@ class Sidecar:
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(
             SidecarCollector(
-                self.aggregator, self.counters, per_process=s.per_process, ceiling=self.ceiling
+                self.aggregator,
+                self.counters,
+                per_process=s.per_process,
+                ceiling=self.ceiling,
+                keeper=self.keeper,
             )
         )
         self.registry.register(
@@ -109,17 +131,29 @@ class Sidecar:
         self._http: HttpServer | None = None
         self.metrics_address: tuple[str, int] = ("", 0)
         self.push_address: tuple[str, int] = ("", 0)
+        #: the database probe serving this sidecar's server view (``serve`` sets it)
+        self.probe: Any = None
 
     # -- lifecycle ----------------------------------------------------------------
 
     def start(self) -> Sidecar:
-        """Bind both listeners (port 0 = any free port) and serve them in a daemon thread."""
+        """Restore any saved state, bind both listeners (port 0 = any free port), serve them."""
         s = self.settings
-        metrics = _bind(s.listen)
+        if self.keeper is not None:
+            self.keeper.open()  # before the first push can arrive
         try:
-            push = _bind(s.push_listen)
-        except OSError:
-            metrics.close()
+            try:
+                metrics = _bind(s.listen)
+            except OSError as exc:
+                raise ListenError("listen", s.listen, exc) from exc
+            try:
+                push = _bind(s.push_listen)
+            except OSError as exc:
+                metrics.close()
+                raise ListenError("push_listen", s.push_listen, exc) from exc
+        except ListenError:
+            if self.keeper is not None:
+                self.keeper.close(save=False)
             raise
         cap = connection_cap(s.max_connections, listeners=2)
         self._http = HttpServer(
@@ -132,6 +166,8 @@ class Sidecar:
         self._http.start()
         self.metrics_address = (str(metrics.getsockname()[0]), int(metrics.getsockname()[1]))
         self.push_address = (str(push.getsockname()[0]), int(push.getsockname()[1]))
+        if self.keeper is not None:
+            self.keeper.start()
         return self
 
     def stop(self) -> None:
@@ -139,6 +175,8 @@ class Sidecar:
         if self._http is not None:
             self._http.stop()
             self._http = None
+        if self.keeper is not None:
+            self.keeper.close()  # the last save, once no push can arrive any more
 
     def __enter__(self) -> Sidecar:
         return self.start()

@@ -1,15 +1,17 @@
 """Options of ``sqlalchemy-pool-exporter serve``: each a flag and a ``POOL_EXPORTER_*`` variable.
 
 An invalid value fails at start with one line naming the setting
-(:func:`sqlalchemy_pool_exporter.settings.describe_error`). An empty value means unset.
+(:func:`sqlalchemy_pool_exporter.settings.describe_error`). An empty value means unset;
+``state_dir`` is created if missing and must be writable.
 Secrets can come from files (``token_file``, ``database_url_file``; read by
 :mod:`~sqlalchemy_pool_exporter.sidecar.secrets`), so they never need to be on a command
 line, where every local user can read them in ``/proc/<pid>/cmdline``. The limits at the
-end bound what the sidecar holds under hostile load (README, "Reliability").
+end bound what the sidecar holds under hostile load (README, "Reliability and limits").
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +32,9 @@ def _check_hostport(value: str) -> str:
 class SidecarSettings(BaseSettings):
     """Options of ``sqlalchemy-pool-exporter serve``."""
 
-    model_config = SettingsConfigDict(env_prefix=PREFIX, extra="ignore")
+    # An empty variable is unset: POOL_EXPORTER_TOKEN= must not mean "a token is
+    # required" to the log and "any token will do" to the check.
+    model_config = SettingsConfigDict(env_prefix=PREFIX, extra="ignore", env_ignore_empty=True)
 
     listen: str = Field(
         default="0.0.0.0:9187", description="host:port for /metrics, /healthz, /api/pools."
@@ -50,8 +54,17 @@ class SidecarSettings(BaseSettings):
         le=100.0,
         description="A process expires after this many silent intervals.",
     )
+    retired_retention: float = Field(
+        default=900.0,
+        ge=0,
+        le=86_400,
+        description="Seconds a retired process keeps its frozen per-process series.",
+    )
+    state_dir: str | None = Field(
+        default=None, description="Directory for state that survives a restart (unset: none)."
+    )
     database_url: SecretStr | None = Field(
-        default=None, description="PostgreSQL URL for the probe."
+        default=None, description="PostgreSQL, MySQL or MariaDB URL for the probe."
     )
     probe_interval: float = Field(
         default=15.0, gt=0, le=3600, description="Seconds between probes."
@@ -68,6 +81,20 @@ class SidecarSettings(BaseSettings):
     )
 
     _hostport = field_validator("listen", "push_listen")(_check_hostport)
+
+    @field_validator("state_dir")
+    @classmethod
+    def _state_dir(cls, value: str | None) -> str | None:
+        # Fail at start, naming the setting, rather than at the first save.
+        if not value:
+            return None
+        try:
+            os.makedirs(value, exist_ok=True)
+        except OSError as exc:
+            raise ValueError(f"cannot create directory {value!r}: {exc.strerror or exc}") from None
+        if not os.access(value, os.W_OK | os.X_OK):
+            raise ValueError(f"directory {value!r} is not writable")
+        return value
 
     @field_validator("database_url")
     @classmethod

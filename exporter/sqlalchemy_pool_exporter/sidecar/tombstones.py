@@ -24,6 +24,7 @@ from sqlalchemy_pool_exporter.protocol.records import PoolData
 class _Retired(Protocol):
     app: str
     pools: dict[str, PoolData]
+    saved: str | None
 
 
 def slim(pools: dict[str, PoolData]) -> dict[str, PoolData]:
@@ -79,3 +80,4 @@ class TombstoneStore(MutableMapping[str, Any]):
                 for name in [n for n in tomb.pools if (tomb.app, n) in dropped]:
                     del tomb.pools[name]
                     self.pool_count -= 1
+                    tomb.saved = None  # its saved entry named the pool: encode it again

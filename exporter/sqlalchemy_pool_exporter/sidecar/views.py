@@ -5,11 +5,11 @@ Items are built under the aggregator's lock from state kept up to date at push t
 read costs one pass over the (app, pool) groups — plus one over live processes for the
 max gauges and per-process series.
 
-Per-process output (``--per-process``) labels each live process's own values with
-``process="host/pid"`` *instead of* the aggregated series, and puts what retired
-processes reached under ``process="retired"`` (counters and histograms only), so
-``sum by (app, pool)`` of any counter is still the exact total and nothing is counted
-twice.
+Per-process output (``--per-process``) labels each process's own values with
+``process="host/pid"`` *instead of* the aggregated series. A process that retires keeps
+its own series, frozen — counters and histograms at their last values, no gauges and no
+info — for the retention period, and then they go. Nothing ever moves from one series
+into another, so ``sum by (app, pool)`` of ``increase()`` or ``rate()`` is exact.
 """
 
 from __future__ import annotations
@@ -18,16 +18,8 @@ from typing import Any
 
 from sqlalchemy_pool_exporter.exposition import PoolItem
 from sqlalchemy_pool_exporter.protocol.records import PoolData
-from sqlalchemy_pool_exporter.sidecar.aggregator import Aggregator, Group
-
-RETIRED = "retired"
-
-
-def _hist_dicts(data: PoolData) -> dict[str, Any]:
-    return {
-        name: {"buckets": list(h.buckets), "counts": h.counts, "sum": h.sum, "count": h.count}
-        for name, h in data.histograms.items()
-    }
+from sqlalchemy_pool_exporter.sidecar.aggregator import Aggregator
+from sqlalchemy_pool_exporter.sidecar.group import Group
 
 
 def group_item(group: Group) -> dict[str, Any]:
@@ -35,8 +27,8 @@ def group_item(group: Group) -> dict[str, Any]:
     return {
         "info": group.info,
         "gauges": group.gauges(),
-        "counters": dict(group.total.counters),
-        "histograms": group.total.histogram_dicts(),
+        "counters": dict(group.ledger.total.counters),
+        "histograms": group.ledger.histograms(),
     }
 
 
@@ -50,35 +42,31 @@ def aggregated_items(agg: Aggregator) -> tuple[list[PoolItem], list[tuple[str, s
 
 
 def per_process_items(agg: Aggregator) -> tuple[list[PoolItem], list[tuple[str, str, int]]]:
-    """Items labelled (app, pool, process): live processes plus ``retired``."""
+    """Items labelled (app, pool, process): live processes, and retired ones kept frozen."""
     items: list[PoolItem] = []
     with agg.lock:
         groups = sorted(agg.groups.values(), key=lambda g: (g.app, g.pool))
         for g in groups:
+            # The latest push of each label's live process gives its gauges and info (two
+            # live processes share a label only until the older one expires).
+            live: dict[str, tuple[float, PoolData]] = {}
             for instance, data in g.members.items():
-                label = agg.processes[instance].push.process
+                proc = agg.processes[instance]
+                label = proc.push.process
+                if label not in live or proc.last_seen >= live[label][0]:
+                    live[label] = (proc.last_seen, data)
+            for label, ledger in sorted((g.series or {}).items()):
+                now = live[label][1] if label in live else None
                 items.append(
                     (
                         (g.app, g.pool, label),
                         {
-                            "info": data.info,
-                            "gauges": data.gauges,
-                            "counters": data.counters,
-                            "histograms": _hist_dicts(data),
+                            "info": now.info if now is not None else {},
+                            "gauges": now.gauges if now is not None else {},
+                            "counters": dict(ledger.total.counters),
+                            "histograms": ledger.histograms(),
                         },
                     )
                 )
-            retired_gauges: dict[str, Any] = {"checked_out": 0, "idle": 0}
-            items.append(
-                (
-                    (g.app, g.pool, RETIRED),
-                    {
-                        "info": {},
-                        "gauges": retired_gauges,
-                        "counters": dict(g.retired.counters),
-                        "histograms": g.retired.histogram_dicts(),
-                    },
-                )
-            )
         counts = [(g.app, g.pool, len(g.members)) for g in groups]
     return items, counts

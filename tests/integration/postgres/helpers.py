@@ -66,15 +66,16 @@ class PoolMetrics:
         return self.get(f"sqlalchemy_pool_{key}")
 
     def counters(self) -> dict[str, int]:
-        """Every counter of the pool, keyed like ``PoolStats`` (invalidations by kind)."""
+        """Every counter of the pool, keyed like ``PoolStats`` (invalidations by kind, cause)."""
         out: dict[str, int] = {}
         for family in self.registry.collect():
             for sample in family.samples:
                 if sample.labels.get("pool") != self.name or not sample.name.endswith("_total"):
                     continue
                 key = sample.name.removeprefix("sqlalchemy_pool_").removesuffix("_total")
-                if "kind" in sample.labels:
-                    key = f"{key}_{sample.labels['kind']}"
+                for label in ("kind", "cause"):
+                    if label in sample.labels:
+                        key = f"{key}_{sample.labels[label]}"
                 out[key] = int(sample.value)
         assert set(out) == set(COUNTER_NAMES), out
         return out

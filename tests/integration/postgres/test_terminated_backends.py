@@ -12,8 +12,8 @@ SQLAlchemy's reaction, which the counters must show exactly:
   reopened, no invalidation event), and the first one reconnects at its next checkout.
 
 So: 7 checkouts, 3 + 3 connections created, 3 closed, 1 hard invalidation; the app sees
-no error with pre-ping and exactly one — the same one it would get without the
-exporter — without it.
+no error with pre-ping (the invalidation's ``cause="pre_ping"``) and exactly one — the
+same one it would get without the exporter — without it (``cause="error"``).
 """
 
 from __future__ import annotations
@@ -34,9 +34,9 @@ from tests.integration.postgres.helpers import (
     sync_engine,
 )
 
-EXPECTED = expected_counters(
-    checkouts=7, connections_created=6, connections_closed=3, invalidations_hard=1
-)
+CHURN = {"checkouts": 7, "connections_created": 6, "connections_closed": 3}
+EXPECTED_PRE_PING = expected_counters(**CHURN, invalidations_hard_pre_ping=1)
+EXPECTED_ERROR = expected_counters(**CHURN, invalidations_hard_error=1)
 
 
 def describe(exc: BaseException) -> tuple[Any, ...]:
@@ -115,7 +115,7 @@ def test_pre_ping_hides_killed_backends_and_counts_the_invalidation(
     else:
         errors, counters = asyncio.run(run_async(pg, name, pre_ping=True, instrumented=True))
     assert errors == []
-    assert counters == EXPECTED
+    assert counters == EXPECTED_PRE_PING
 
 
 @pytest.mark.parametrize("driver", ["psycopg2", "asyncpg"])
@@ -133,4 +133,4 @@ def test_without_pre_ping_the_app_gets_its_usual_error_and_it_is_counted(
     assert len(control) == 1
     assert control[0][2] is True  # SQLAlchemy recognised the disconnect
     assert errors == control
-    assert counters == EXPECTED
+    assert counters == EXPECTED_ERROR
