@@ -164,7 +164,7 @@ def exported_metric_names(monkeypatch: pytest.MonkeyPatch) -> set[str]:
     result = ProbeResult(
         100, 3, {"idle in transaction": 1}, {"idle in transaction": 2.0}, deadlocks=0
     )
-    monkeypatch.setattr(probe, "_query", lambda: result)
+    monkeypatch.setattr(probe, "_run_query", lambda: result)
     assert probe.probe_once()
     names |= sample_names(probe.collect())
     return names

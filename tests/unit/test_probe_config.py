@@ -7,7 +7,8 @@ import logging
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
-from sqlalchemy_pool_exporter.probes.postgres import DatabaseProbe, connect_kwargs, redact
+from sqlalchemy_pool_exporter.probes.base import redact
+from sqlalchemy_pool_exporter.probes.postgres import DatabaseProbe, connect_kwargs
 from tests.integration.pgcluster import free_port
 
 SECRET = "Pr0be-s3cret-value"

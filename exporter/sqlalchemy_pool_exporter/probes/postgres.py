@@ -40,22 +40,15 @@ without it their state reads ``unknown``.
 
 from __future__ import annotations
 
-import contextlib
 import math
-import threading
-from collections.abc import Iterator
 from typing import Any
 
 import psycopg2
-from prometheus_client.core import Metric
-from prometheus_client.registry import Collector
 
-from sqlalchemy_pool_exporter.exposition import family
 from sqlalchemy_pool_exporter.logs import get_logger
-from sqlalchemy_pool_exporter.probes.base import ProbeResult, redact
+from sqlalchemy_pool_exporter.probes.base import ProbeResult, ServerProbe
 from sqlalchemy_pool_exporter.probes.stamp import STAMP_MARK, parse_stamp
 from sqlalchemy_pool_exporter.probes.url import probe_target
-from sqlalchemy_pool_exporter.protocol.catalog import metric
 
 log = get_logger(__name__)
 
@@ -133,8 +126,10 @@ def connect_kwargs(url: str) -> dict[str, Any]:
     return kwargs
 
 
-class DatabaseProbe(Collector):
+class DatabaseProbe(ServerProbe):
     """Periodic PostgreSQL probe serving the ``sqlalchemy_pool_db_*`` series."""
+
+    STANDARD_STATES = STANDARD_STATES
 
     def __init__(
         self,
@@ -147,150 +142,34 @@ class DatabaseProbe(Collector):
         if not interval > 0 or not statement_timeout > 0:
             raise ValueError("interval and statement_timeout must be positive")
         kwargs = connect_kwargs(url)
-        self._secret = str(kwargs.get("password") or "") or None
-        self.database = str(kwargs.get("dbname") or "")
-        self.target = _describe_target(kwargs)
-        self.interval = interval
+        super().__init__(
+            database=str(kwargs.get("dbname") or ""),
+            target=_describe_target(kwargs),
+            secret=str(kwargs.get("password") or "") or None,
+            interval=interval,
+        )
         self.statement_timeout = statement_timeout
         self._kwargs = _with_bounds(kwargs, statement_timeout)
         if connection_factory is not None:
             self._kwargs["connection_factory"] = connection_factory
-        self._conn: Any = None
-        self._lock = threading.Lock()
-        # The last probe's result; None until the first success and after a failure.
-        self._result: ProbeResult | None = None
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self.probes = 0
-        self.failures = 0
-        self.last_error: str | None = None
 
-    def __repr__(self) -> str:
-        return f"DatabaseProbe({self.target!r}, interval={self.interval})"
+    def _connect(self) -> Any:
+        conn = psycopg2.connect(**self._kwargs)
+        conn.autocommit = True  # no BEGIN: one round trip per probe
+        return conn
 
-    # -- probing -------------------------------------------------------------------
-
-    def probe_once(self) -> bool:
-        """Probe the server now; True on success. Never raises for database errors."""
-        with self._lock:
-            self.probes += 1
-            reused = self._conn is not None
-            try:
-                result = self._query()
-            except Exception as exc:
-                # A kept connection the server dropped (restart, idle kill) says nothing
-                # about the server now: reconnect and try once more. A slow or failing
-                # query on a live connection is a real failure.
-                dropped = reused and self._conn is not None and bool(self._conn.closed)
-                self._close()
-                if not dropped:
-                    return self._failed(exc)
-                try:
-                    result = self._query()
-                except Exception as retry_exc:
-                    self._close()
-                    return self._failed(retry_exc)
-            if self._result is None and self.failures:
-                log.info("database probe recovered", target=self.target)
-            self._result, self.last_error = result, None
-            return True
-
-    def _query(self) -> ProbeResult:
-        if self._conn is None:
-            conn = psycopg2.connect(**self._kwargs)
-            conn.autocommit = True
-            self._conn = conn
-        with self._conn.cursor() as cur:
+    def _query(self, conn: Any) -> ProbeResult:
+        with conn.cursor() as cur:
             cur.execute(QUERY)
             rows = cur.fetchall()
         return _parse(rows)
 
-    def _failed(self, exc: BaseException) -> bool:
-        self.failures += 1
-        error = redact(f"{type(exc).__name__}: {str(exc).strip()}", self._secret)
-        if self._result is not None or self.failures == 1:
-            log.warning("database probe failed", target=self.target, error=error)
-        else:
-            log.debug("database probe failed", target=self.target, error=error)
-        self._result, self.last_error = None, error
-        return False
+    def _dropped(self, conn: Any, exc: BaseException) -> bool:
+        # psycopg2 marks a connection the server closed (restart, idle kill) as closed.
+        return bool(conn.closed)
 
-    def _close(self) -> None:
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            # closing a broken connection may fail; it is gone anyway
-            with contextlib.suppress(Exception):
-                conn.close()
-
-    # -- background thread ---------------------------------------------------------
-
-    def start(self) -> None:
-        """Probe now and then every ``interval`` seconds in a daemon thread."""
-        if self._thread is not None and self._thread.is_alive():
-            return
-        self._stop.clear()
-        self._thread = threading.Thread(
-            target=self._run, name="pool-exporter-db-probe", daemon=True
-        )
-        self._thread.start()
-
-    def _run(self) -> None:
-        while True:
-            try:
-                self.probe_once()
-            except Exception as exc:  # the thread must outlive any surprise
-                log.error("database probe error", error=redact(repr(exc), self._secret))
-            if self._stop.wait(self.interval):
-                return
-
-    def stop(self, timeout: float | None = None) -> None:
-        """Stop the thread and close the connection."""
-        self._stop.set()
-        thread = self._thread
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(timeout if timeout is not None else self.statement_timeout + 15)
-        self._thread = None
-        with self._lock:
-            self._close()
-
-    # -- exposition ----------------------------------------------------------------
-
-    def collect(self) -> Iterator[Metric]:
-        """The ``sqlalchemy_pool_db_*`` families from the last probe (no database access)."""
-        labels = ("database",)
-        db = [self.database]
-        result = self._result  # one read: a probe finishing meanwhile cannot mix results
-        up = family(metric("sqlalchemy_pool_db_up"), labels)
-        up.add_metric(db, 1.0 if result is not None else 0.0)
-        yield up
-        if result is None:
-            return
-        for name, value in (
-            ("sqlalchemy_pool_db_max_connections", result.max_connections),
-            ("sqlalchemy_pool_db_reserved_connections", result.reserved_connections),
-            ("sqlalchemy_pool_db_lock_waiting_connections", result.lock_waiting_connections),
-            ("sqlalchemy_pool_db_oldest_lock_wait_seconds", result.oldest_lock_wait_seconds),
-            ("sqlalchemy_pool_db_deadlocks", result.deadlocks),
-        ):
-            if value is not None:
-                one = family(metric(name), labels)
-                one.add_metric(db, value)
-                yield one
-        conns = family(metric("sqlalchemy_pool_db_connections"), labels)
-        oldest = family(metric("sqlalchemy_pool_db_oldest_transaction_seconds"), labels)
-        ages = result.oldest_transaction_seconds or {}
-        for state in sorted(set(STANDARD_STATES) | set(result.connections)):
-            conns.add_metric([*db, state], result.connections.get(state, 0))
-            oldest.add_metric([*db, state], ages.get(state, 0.0))
-        yield from (conns, oldest)
-        idle = family(metric("sqlalchemy_pool_db_idle_timeout_seconds"), labels)
-        for kind, seconds in sorted(result.idle_timeouts.items()):
-            idle.add_metric([*db, kind], seconds)
-        yield idle
-
-    def last_result(self) -> ProbeResult | None:
-        """The last successful probe's result (None before one, and after a failure)."""
-        return self._result
+    def _join_timeout(self) -> float:
+        return self.statement_timeout + 15
 
 
 def _parse(rows: list[tuple[Any, ...]]) -> ProbeResult:

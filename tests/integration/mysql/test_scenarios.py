@@ -217,7 +217,7 @@ def test_doctor_names_wait_timeout_and_budget_before_anything_dies(
                 "sqlalchemy_pool_exporter",
                 "doctor",
                 "--url",
-                sidecar.metrics_url,
+                sidecar.push_url.removesuffix("/v1/push"),  # where /api/diagnosis is served
                 "--json",
             ],
             capture_output=True,

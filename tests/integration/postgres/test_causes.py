@@ -251,7 +251,7 @@ def test_cause_3_idle_in_transaction_names_the_process(pg: PgCluster) -> None:
                 "sqlalchemy_pool_exporter",
                 "doctor",
                 "--url",
-                sidecar.metrics_url,
+                sidecar.push_url.removesuffix("/v1/push"),  # where /api/diagnosis is served
                 "--threshold",
                 "idle_in_transaction_seconds=0.2",
                 "--json",
