@@ -137,7 +137,7 @@ def test_server_down_sets_db_up_0_and_the_endpoint_keeps_serving(
             return str(resp.read().decode())
 
     try:
-        with caplog.at_level(logging.INFO, logger="sqlalchemy_pool_exporter.probes.postgres"):
+        with caplog.at_level(logging.INFO, logger="sqlalchemy_pool_exporter.probes"):
             probe.start()
             wait_for(lambda: 'sqlalchemy_pool_db_up{database="postgres"} 1.0' in scrape())
             pg.stop()
