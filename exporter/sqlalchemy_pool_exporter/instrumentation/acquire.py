@@ -89,7 +89,6 @@ def _wrap_connect(pool: Pool, stats: PoolStats, reporter: RateLimitedReporter) -
     checkout, target = _checkout_call(pool)
     # Few names from outside: each one is copied into the frame on every call.
     held = stats.held
-    started = stats.waits_started
     waiting = stats.waiting
     bounds = stats.wait.bounds
     first = bounds[0]  # most waits of a healthy pool: one comparison, no call
@@ -101,30 +100,19 @@ def _wrap_connect(pool: Pool, stats: PoolStats, reporter: RateLimitedReporter) -
     reentrant = isinstance(pool, SingletonThreadPool)
 
     def connect() -> Any:
-        n = next(started)
-        waiting[n] = start = perf_counter()
+        # A pending caller is its start time in ``waiting`` (see PoolStats.waiting).
+        waiting.append(start := perf_counter())
         try:
             fairy = checkout(target)
-        except PoolTimeoutError:
-            elapsed = perf_counter() - start
-            timed_out = stats.wait_timed_out  # its count is the timeout counter
-            timed_out.counts[bisect_left(bounds, elapsed)] += 1
-            timed_out.sum += elapsed
-            waiting.pop(n, None)
-            raise
         except BaseException as exc:
-            stats.waits_failed += 1
-            waiting.pop(n, None)
-            if not isinstance(exc, Exception):  # cancelled, interrupted: not an error
-                stats.checkout_cancellations += 1
+            _wait_failed(stats, start, exc, reporter)
             raise
         now = perf_counter()
         try:
-            del waiting[n]
+            waiting.remove(start)
             if reentrant and fairy._counter != 1:
                 # A re-entrant checkout hands back a proxy that is already checked out:
                 # not a new checkout.
-                stats.waits_failed += 1
                 return fairy
             if capture_sites:
                 # The app's frame where it was last (see sites.SiteFinder). The depth is
@@ -149,14 +137,32 @@ def _wrap_connect(pool: Pool, stats: PoolStats, reporter: RateLimitedReporter) -
             wait_counts[0 if elapsed <= first else bisect_left(bounds, elapsed)] += 1
             wait.sum += elapsed
             held[rec] = (now, code, lasti, get_ident(), rec.fairy_ref)
-            n = len(held)
-            if n > stats.peak:  # no call between the test and the store: no switch either
-                stats.peak = n
+            # No call between the test and the store: no thread switch either.
+            if len(held) > stats.peak:
+                stats.peak = len(held)
         except Exception as exc:  # never let bookkeeping reach the app
             reporter.report("checkout", exc)
         return fairy
 
     _install(pool, "connect", connect, original, stats)
+
+
+def _wait_failed(
+    stats: PoolStats, start: float, exc: BaseException, reporter: RateLimitedReporter
+) -> None:
+    """Book a wait that ``pool.connect()`` ended with ``exc`` instead of a connection."""
+    try:
+        if isinstance(exc, PoolTimeoutError):
+            elapsed = perf_counter() - start
+            timed_out = stats.wait_timed_out  # its count is the timeout counter
+            timed_out.counts[bisect_left(timed_out.bounds, elapsed)] += 1
+            timed_out.sum += elapsed
+        elif not isinstance(exc, Exception):  # cancelled, interrupted: not an error
+            stats.checkout_cancellations += 1
+        # Any equal start time will do: the list holds values, not identities.
+        stats.waiting.remove(start)
+    except Exception as error:  # never let bookkeeping replace the app's exception
+        reporter.report("checkout", error)
 
 
 def _wrap_creator(pool: Pool, stats: PoolStats, reporter: RateLimitedReporter) -> None:
@@ -197,11 +203,10 @@ def _end_of_checkout(stats: PoolStats, reporter: RateLimitedReporter, forward: A
                 use_counts[0 if age <= first else bisect_left(bounds, age)] += 1
                 use.sum += age
                 # The proxy is gone: the garbage collector is returning what the app forgot.
-                reclaimed = entry[4]() is None
-                if reclaimed:
+                if entry[4]() is None:
                     stats.gc_reclaimed += 1
                 if leaked and leaked.pop(rec, None) is entry:
-                    stats.leak_returned(entry, age, reclaimed)
+                    stats.leak_returned(entry, age, entry[4]() is None)
         except Exception as exc:  # never let bookkeeping reach the app
             reporter.report("checkin", exc)
         forward(rec)

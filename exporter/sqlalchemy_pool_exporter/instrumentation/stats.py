@@ -30,7 +30,6 @@ are built from :meth:`PoolStats.read` only when a scrape or a push asks.
 
 from __future__ import annotations
 
-import itertools
 import threading
 import time
 import weakref
@@ -100,7 +99,6 @@ class PoolStats:
         "_slot_seconds",
         "_slot_start",
         "_slots",
-        "_started_base",
         "capture_sites",
         "connect",
         "held",
@@ -114,8 +112,6 @@ class PoolStats:
         "wait",
         "wait_timed_out",
         "waiting",
-        "waits_failed",
-        "waits_started",
         *PLAIN_COUNTERS,
     )
 
@@ -152,14 +148,13 @@ class PoolStats:
         self.capture_sites = leak_threshold > 0
         for counter in PLAIN_COUNTERS:
             setattr(self, counter, 0)
-        # pending = waits started - (checkouts + timeouts + waits_failed); ``next()`` on
-        # a count is one atomic C call, so a waiter announces itself for ~20 ns.
-        self.waits_started = itertools.count()
-        self.waits_failed = 0  # connect errors and re-entrant checkouts end a wait too
-        self._started_base = 0  # waits started before the last reset (fork)
-        # wait number -> perf_counter at its start, while the caller is inside connect():
-        # the oldest one is ``oldest_wait_seconds`` (a store and a delete per checkout).
-        self.waiting: dict[int, float] = {}
+        # The perf_counter at which each pending caller entered connect(): its length is
+        # the pending count, its minimum the oldest wait. A list, not a dict keyed by a
+        # wait number: an append and a remove by value (usually of the first item) cost
+        # less than numbering, storing and deleting, and a dict whose keys only grow
+        # rebuilds its table every few checkouts. Two equal start times are
+        # interchangeable, so removing either is right.
+        self.waiting: list[float] = []
         self.held: dict[Any, HeldEntry] = {}
         # record -> the held entry that was flagged; a flag counts only while that very
         # entry is still held, so a race with its return can never leave a stale leak.
@@ -183,9 +178,6 @@ class PoolStats:
         """Start every counter, gauge and histogram from zero, in place (after fork)."""
         for name in PLAIN_COUNTERS:
             setattr(self, name, 0)
-        self.waits_failed = 0
-        # The hot path holds this count object; zero pending by catching up with it.
-        self._started_base = _count_value(self.waits_started)
         self.held.clear()
         self.leaked.clear()
         self.waiting.clear()
@@ -255,7 +247,7 @@ class PoolStats:
         now = time.perf_counter()
         with self.lock:
             held = list(self.held.items())  # one C call each: consistent copies
-            waiting = list(self.waiting.values())
+            waiting = list(self.waiting)
             got = list(self.wait.counts)
             timed_out = list(self.wait_timed_out.counts)
             # A wait's observation count is a checkout (or a timeout): the counters come
@@ -263,15 +255,13 @@ class PoolStats:
             checkouts, timeouts = sum(got), sum(timed_out)
             counters = dict(zip(PLAIN_COUNTERS, _plain_counters(self), strict=True))
             counters.update(checkouts=checkouts, checkout_timeouts=timeouts)
-            finished = checkouts + timeouts + self.waits_failed
-            started = _count_value(self.waits_started) - self._started_base
             leaked = self.leaked
             flagged = [leaked.get(rec) is e for rec, e in held] if leaked else [False] * len(held)
             waits = map(add, got, timed_out)  # the wait histogram: both kinds of wait
             wait_sum = self.wait.sum + self.wait_timed_out.sum
             reading = StatsReading(
                 counters=counters,
-                pending=max(0, started - finished),
+                pending=len(waiting),
                 checked_out=len(held),
                 peak_checked_out=peak,
                 leaked=sum(flagged),
@@ -311,11 +301,6 @@ class PoolStats:
             site=_site(entry),
             reclaimed_by_gc=reclaimed,
         )
-
-
-def _count_value(counter: itertools.count[int]) -> int:
-    # itertools.count exposes its next value only through repr: "count(42)".
-    return int(repr(counter)[6:-1])
 
 
 def _site(entry: HeldEntry) -> str:
