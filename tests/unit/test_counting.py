@@ -11,6 +11,7 @@ from prometheus_client import CollectorRegistry
 from sqlalchemy import Engine, exc, text
 
 import sqlalchemy_pool_exporter
+from sqlalchemy_pool_exporter.instrumentation import acquire
 
 
 def value(registry: CollectorRegistry, name: str, pool: str, **labels: str) -> float | None:
@@ -211,3 +212,41 @@ def test_instrumenting_keeps_connections_off_the_event_dispatch_path(
     assert engine._has_events is False
     engine.raw_connection().close()
     assert value(registry, "sqlalchemy_pool_checkouts_total", "fast") == 1
+
+
+def test_waiters_that_started_at_the_same_instant_are_each_counted(
+    make_engine: Callable[..., Engine],
+    registry: CollectorRegistry,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A coarse clock (100 ns on some platforms) can give two waiters the same start
+    # time: pending and the oldest wait must still count each of them exactly once.
+    engine = make_engine(pool_size=1, max_overflow=0, pool_timeout=30)
+    sqlalchemy_pool_exporter.instrument(engine, name="same", registry=registry)
+    frozen = time.perf_counter()
+    monkeypatch.setattr(acquire, "perf_counter", lambda: frozen)
+    holder = engine.connect()
+    got: list[int] = []
+
+    def wait() -> None:
+        with engine.connect():
+            got.append(1)
+
+    waiters = [threading.Thread(target=wait) for _ in range(2)]
+    for t in waiters:
+        t.start()
+    deadline = time.monotonic() + 10
+    while value(registry, "sqlalchemy_pool_pending", "same") != 2:
+        assert time.monotonic() < deadline, "both waiters never showed as pending"
+        time.sleep(0.005)
+    oldest = value(registry, "sqlalchemy_pool_oldest_wait_seconds", "same")
+    assert oldest is not None and oldest > 0
+    holder.close()
+    for t in waiters:
+        t.join(10)
+    assert got == [1, 1]
+    assert value(registry, "sqlalchemy_pool_pending", "same") == 0
+    assert value(registry, "sqlalchemy_pool_oldest_wait_seconds", "same") == 0
+    assert value(registry, "sqlalchemy_pool_checkouts_total", "same") == 3
+    # Served once an error happens (see test_robustness): none did here.
+    assert registry.get_sample_value("pool_exporter_errors_total", {"where": "checkout"}) is None
