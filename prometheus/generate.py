@@ -7,21 +7,10 @@ Outputs, relative to the output root (the repository by default):
 * ``deploy/kubernetes/prometheusrule.yaml`` — both groups as a Prometheus Operator
   ``PrometheusRule``.
 
-How the rules aggregate. Pool series come from the sidecar (labels ``app``, ``pool``;
-processes already folded together, or one series per ``process`` with per-process output)
-or from an app in embedded mode (``pool`` only). The recording rules fold everything into
-one series per ``group_by`` labels (by default namespace, job, app, pool): gauges that add
-up across processes (pending, leaked, max_connections) are summed, ratios take the worst
-process (``max``), counters are summed rates. Labels a series lacks stay absent, so the
-same expressions serve both modes. Unbounded pools have no ``max_connections`` or
-utilization series and idle pools have zero rates, so no alert can fire for them.
-
-The database connection budget compares, per database server (``server_labels``, by
-default ``database``), the sum of every bounded pool's ``max_connections`` — joined to
-the server through ``sqlalchemy_pool_info``'s label of that name — with what the server
-accepts according to the sidecars' probes (``sqlalchemy_pool_db_max_connections`` minus
-``sqlalchemy_pool_db_reserved_connections``, labelled ``database`` by the probe; several
-sidecars probing one server report the same numbers, hence ``max``).
+The rules are written by three modules next to this script: ``rule_builder`` (how
+pool series are aggregated into recording rules, and how an alert takes its settings
+from the config), ``pool_alerts`` (alerts on the pools' own series) and ``cause_alerts``
+(alerts for the runbook's causes that need the database probes' view).
 
 Usage::
 
@@ -39,6 +28,19 @@ from typing import Any
 
 import yaml
 
+# The generator is a script next to its modules, also loaded by path from the tests.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from cause_alerts import (  # type: ignore[import-not-found,unused-ignore]
+    budget_alert,
+    diagnosis_alerts,
+)
+from pool_alerts import (  # type: ignore[import-not-found,unused-ignore]
+    exporter_down_alert,
+    pool_alerts,
+)
+from rule_builder import RuleBuilder  # type: ignore[import-not-found,unused-ignore]
+
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG = ROOT / "prometheus" / "config.yaml"
 RECORDING = Path("prometheus/recording.yaml")
@@ -50,362 +52,24 @@ HEADER = (
 )
 RECORDING_GROUP = "sqlalchemy-pool.rules"
 ALERT_GROUP = "sqlalchemy-pool.alerts"
-#: labels of sqlalchemy_pool_info besides the series' own (INFO_LABELS of the package's protocol/catalog.py)
-INFO_LABELS = (
-    "pool_class", "dialect", "driver", "database", "host",
-    "timeout_seconds", "recycle_seconds", "pre_ping",
-)
-#: how an alert names the pool it is about; labels a series lacks are left out
-POOL_REF = (
-    "SQLAlchemy pool {{ $labels.pool }}"
-    "{{ with $labels.app }} of app {{ . }}{{ end }}"
-    "{{ with $labels.namespace }} in namespace {{ . }}{{ end }}"
-)
-
-OLDEST_XACT = "sqlalchemy_pool_db_oldest_transaction_seconds"
-IDLE_XACT = 'state="idle in transaction"'
-HAS_DATABASE = 'database!=""'
 
 
-class Rules:
-    """Builds the rule groups of one config."""
-
-    def __init__(self, config: dict[str, Any]) -> None:
-        self.cfg = config
-        self.alerts_cfg: dict[str, dict[str, Any]] = config["alerts"]
-        self.by = ", ".join(config["group_by"])
-        self.recording: dict[str, str] = {}
-
-    # -- helpers -------------------------------------------------------------------------
-    def sel(self, metric: str, extra: str = "") -> str:
-        """``metric{pool_selector, extra}``."""
-        matchers = ", ".join(m for m in (self.cfg["pool_selector"], extra) if m)
-        return f"{metric}{{{matchers}}}" if matchers else metric
-
-    def record(self, name: str, expr: str) -> str:
-        """Add a recording rule (once) and return its name."""
-        self.recording.setdefault(name, expr)
-        return name
-
-    def gauge(self, metric: str, op: str) -> str:
-        """Per-pool ``op`` (sum or max) of a gauge."""
-        return self.record(
-            f"app_pool:{metric}:{op}", f"{op} by ({self.by}) ({self.sel(metric)})"
-        )
-
-    def rate(self, counter: str, window: str) -> str:
-        """Per-pool summed rate of a ``_total`` counter."""
-        return self.record(
-            f"app_pool:{counter}:rate{window}",
-            f"sum by ({self.by}) (rate({self.sel(counter + '_total')}[{window}]))",
-        )
-
-    def alert(self, name: str, expr: str, summary: str, description: str) -> dict[str, Any]:
-        a = self.alerts_cfg[name]
-        rule: dict[str, Any] = {"alert": name, "expr": expr}
-        if a.get("for"):
-            rule["for"] = a["for"]
-        rule["labels"] = {"severity": a["severity"]}
-        rule["annotations"] = {
-            "summary": summary,
-            "description": description,
-            "runbook_url": f"{self.cfg['runbook_url']}#{name.lower()}",
-        }
-        return rule
-
-    # -- alerts --------------------------------------------------------------------------
-    def build_alerts(self) -> list[dict[str, Any]]:
-        a = self.alerts_cfg
-        peak = self.gauge("sqlalchemy_pool_peak_utilization_ratio", "max")
-        util = self.gauge("sqlalchemy_pool_utilization_ratio", "max")
-        pending = self.gauge("sqlalchemy_pool_pending", "sum")
-        leaked = self.gauge("sqlalchemy_pool_leaked_connections", "sum")
-        self.gauge("sqlalchemy_pool_max_connections", "sum")
-        timeouts = self.rate(
-            "sqlalchemy_pool_checkout_timeouts", a["SQLAlchemyPoolCheckoutTimeouts"]["window"]
-        )
-        connect_errors = self.rate(
-            "sqlalchemy_pool_connect_errors", a["SQLAlchemyPoolConnectErrors"]["window"]
-        )
-        slow = a["SQLAlchemyPoolSlowCheckout"]
-        slow_checkouts = self.rate("sqlalchemy_pool_checkouts", slow["window"])
-        quantile = float(slow["quantile"])
-        qname = "p" + f"{quantile * 100:g}".replace(".", "")
-        wait_q = self.record(
-            f"app_pool:sqlalchemy_pool_wait_seconds:{qname}_rate{slow['window']}",
-            f"histogram_quantile({quantile:g}, sum by ({self.by}, le) "
-            f"(rate({self.sel('sqlalchemy_pool_wait_seconds_bucket')}[{slow['window']}])))",
-        )
-        inv = a["SQLAlchemyPoolHighInvalidationRate"]
-        inv_checkouts = self.rate("sqlalchemy_pool_checkouts", inv["window"])
-        invalidations = self.rate("sqlalchemy_pool_invalidations", inv["window"])
-        inv_ratio = self.record(
-            f"app_pool:sqlalchemy_pool_invalidations_per_checkout:ratio_rate{inv['window']}",
-            f"{invalidations}\n/\n{inv_checkouts}",
-        )
-        min_rate = f"{float(self.cfg['min_checkouts_per_second']):g}"
-
-        near = a["SQLAlchemyPoolNearExhaustion"]
-        exhausted = a["SQLAlchemyPoolExhausted"]
-        t = a["SQLAlchemyPoolCheckoutTimeouts"]
-        leak = a["SQLAlchemyPoolConnectionLeak"]
-        ce = a["SQLAlchemyPoolConnectErrors"]
-        return [
-            self.alert(
-                "SQLAlchemyPoolNearExhaustion",
-                f"{peak} > {near['threshold']}",
-                "SQLAlchemy pool is close to its connection limit.",
-                f"{POOL_REF} peaked at {{{{ $value | humanizePercentage }}}} of its connection"
-                f" limit (pool_size + max_overflow) throughout the last {near['for']}. A little"
-                " more load and callers will wait for connections and time out.",
-            ),
-            self.alert(
-                "SQLAlchemyPoolExhausted",
-                f"{util} >= 1\nand\n({pending} > 0 or {timeouts} > 0)",
-                "SQLAlchemy pool has no free connection and callers are waiting.",
-                f"Every connection of {POOL_REF} is checked out (utilization"
-                " {{ $value | humanizePercentage }}) and callers have been waiting for one or"
-                f" timing out for {exhausted['for']}. Requests that need the database stall"
-                " for up to pool_timeout, then fail.",
-            ),
-            self.alert(
-                "SQLAlchemyPoolCheckoutTimeouts",
-                f"{timeouts} > {t['threshold']}",
-                "Checkouts from a SQLAlchemy pool are timing out.",
-                f"{POOL_REF}: {{{{ printf \"%.2f\" $value }}}} checkouts per second have been"
-                " failing with \"QueuePool limit ... reached, connection timed out\" for"
-                f" {t['for']} (rate over {t['window']}). The app is returning these errors.",
-            ),
-            self.alert(
-                "SQLAlchemyPoolSlowCheckout",
-                f"{wait_q} > {float(slow['threshold_seconds']):g}\nand\n"
-                f"{slow_checkouts} > {min_rate}",
-                "Getting a connection from a SQLAlchemy pool is slow.",
-                f"{POOL_REF}: the {quantile * 100:g}th percentile of the time to get a"
-                f" connection over the last {slow['window']} is"
-                " {{ $value | humanizeDuration }} (threshold"
-                f" {float(slow['threshold_seconds']) * 1000:g}ms), for {slow['for']}. Requests"
-                " pay this before their first query.",
-            ),
-            self.alert(
-                "SQLAlchemyPoolConnectionLeak",
-                f"{leaked} > {leak['threshold']}",
-                "A SQLAlchemy pool has connections checked out for too long (leak suspected).",
-                f"{POOL_REF}: {{{{ $value }}}} connection(s) checked out longer than the leak"
-                f" threshold, for {leak['for']}. /api/pools on the sidecar and the"
-                " app's log name the code that checked each one out.",
-            ),
-            self.alert(
-                "SQLAlchemyPoolHighInvalidationRate",
-                f"{inv_ratio} > {inv['threshold']}\nand\n{inv_checkouts} > {min_rate}",
-                "Many connections of a SQLAlchemy pool are being invalidated.",
-                f"{POOL_REF}: invalidated connections (disconnects, failed pre-pings, explicit"
-                " invalidation) amount to {{ $value | humanizePercentage }} of checkouts over"
-                f" the last {inv['window']}, for {inv['for']}. Connections are dying under the"
-                " app.",
-            ),
-            self.alert(
-                "SQLAlchemyPoolConnectErrors",
-                f"{connect_errors} > {ce['threshold']}",
-                "A SQLAlchemy pool cannot open database connections.",
-                f"{POOL_REF}: {{{{ printf \"%.2f\" $value }}}} attempts per second to open a"
-                f" database connection failed over the last {ce['window']}, and failures have"
-                f" gone on for {ce['for']}.",
-            ),
-            self.budget_alert(),
-            self.exporter_down_alert(),
-            *self.diagnosis_alerts(),
-        ]
-
-    # -- the diagnosis alerts: one cause of the runbook's table each ----------------------
-    def diagnosis_alerts(self) -> list[dict[str, Any]]:
-        a = self.alerts_cfg
-        db_by = ", ".join(self.cfg["database_group_by"])
-        db_ref = (
-            "database {{ $labels.database }}"
-            "{{ with $labels.namespace }} in namespace {{ . }}{{ end }}"
-        )
-        locks = a["SQLAlchemyPoolLockWaits"]
-        lock_wait = self.record(
-            "database:sqlalchemy_pool_db_oldest_lock_wait_seconds:max",
-            f"max by ({db_by}) ({self.sel('sqlalchemy_pool_db_oldest_lock_wait_seconds')})",
-        )
-        idle = a["SQLAlchemyPoolIdleInTransaction"]
-        idle_xact = self.record(
-            "database:sqlalchemy_pool_db_oldest_idle_in_transaction_seconds:max",
-            f"max by ({db_by}) ({self.sel(OLDEST_XACT, IDLE_XACT)})",
-        )
-        fork = a["SQLAlchemyPoolForkInheritedConnections"]
-        # A forked worker's own series (per-process output, or a new app's first scrape)
-        # is born with its count: increase() cannot see that first step, so a series that
-        # did not exist a window ago counts with its whole value.
-        counter = self.sel("sqlalchemy_pool_fork_inherited_connections_total")
-        inherited = self.record(
-            f"app_pool:sqlalchemy_pool_fork_inherited_connections:increase{fork['window']}",
-            f"sum by ({self.by}) (\n  ({counter} unless {counter} offset {fork['window']})\n"
-            f"  or\n  increase({counter}[{fork['window']}])\n)",
-        )
-        return [
-            self.alert(
-                "SQLAlchemyPoolLockWaits",
-                f"{lock_wait} > {float(locks['threshold_seconds']):g}",
-                "Database sessions are waiting for locks held by other transactions.",
-                f"On {db_ref} a session has been waiting for a lock for"
-                " {{ $value | humanizeDuration }} (threshold"
-                f" {float(locks['threshold_seconds']):g}s), for {locks['for']}. Each waiter holds"
-                " a pool connection while it waits. `sqlalchemy-pool-exporter doctor` names the"
-                " holding process and checkout site.",
-            ),
-            self.stale_alert(),
-            self.alert(
-                "SQLAlchemyPoolForkInheritedConnections",
-                f"{inherited} > {fork['threshold']}",
-                "Forked processes inherited open pooled connections from their parent.",
-                f"{POOL_REF}: {{{{ $value | humanize }}}} pooled connection(s) were inherited"
-                f" open across fork within {fork['window']}. Parent and child share those"
-                " sockets; call engine.dispose(close=False) in each child after fork.",
-            ),
-            self.alert(
-                "SQLAlchemyPoolIdleInTransaction",
-                f"{idle_xact} > {float(idle['threshold_seconds']):g}",
-                "A transaction has been left open, idle, by an app.",
-                f"On {db_ref} a transaction has been idle for {{{{ $value | humanizeDuration }}}}"
-                f" (threshold {float(idle['threshold_seconds']):g}s), for {idle['for']}. It holds"
-                " a pool connection, its locks and its snapshot. /api/pools and"
-                " `sqlalchemy-pool-exporter doctor` name the process and checkout site.",
-            ),
-        ]
-
-    def stale_alert(self) -> dict[str, Any]:
-        s = self.alerts_cfg["SQLAlchemyPoolStaleConnectionRisk"]
-        kinds = "|".join(s["kinds"])
-        keep = ", ".join(label for label in INFO_LABELS if label != "database")
-        idle_kinds = f'kind=~"{kinds}"'
-        limit = self.record(
-            "database:sqlalchemy_pool_db_idle_timeout_seconds:min",
-            f"min by (database) ({self.sel('sqlalchemy_pool_db_idle_timeout_seconds', idle_kinds)}"
-            " > 0)",
-        )
-        # pool_recycle per pool with the database it uses (from sqlalchemy_pool_info); a
-        # pool that never recycles has no recycle series: -1 stands in for it.
-        info = f"max without ({keep}) ({self.sel('sqlalchemy_pool_info', HAS_DATABASE)})"
-        recycle = self.sel("sqlalchemy_pool_recycle_seconds")
-        never = self.sel("sqlalchemy_pool_info", 'database!="", recycle_seconds="-1"')
-        per_pool = self.record(
-            "app_pool:sqlalchemy_pool_recycle_seconds:max",
-            f"max by ({self.by}, database) (\n  {recycle}\n"
-            f"  * ignoring (database) group_left (database)\n  {info}\n)\n"
-            f"or\nmax by ({self.by}, database) (-1 + 0 * {never})",
-        )
-        expr = (
-            f"(\n  {per_pool} >= on (database) group_left {limit}\n)\nor\n"
-            f"(\n  {per_pool} == -1\n  and on (database) {limit}\n)"
-        )
-        return self.alert(
-            "SQLAlchemyPoolStaleConnectionRisk",
-            expr,
-            "A SQLAlchemy pool keeps connections longer than the database lets them idle.",
-            f"{POOL_REF}: pool_recycle is {{{{ if eq $value -1.0 }}}}unset{{{{ else }}}}"
-            "{{ $value }}s{{ end }} but the server closes connections idle for"
-            f" {{{{ with printf `{limit}{{database=%q}}` $labels.database | query }}}}"
-            "{{ . | first | value }}{{ end }}s (database {{ $labels.database }}). Pooled"
-            " connections die idle; set pool_recycle below that limit (and pool_pre_ping=True).",
-        )
-
-    def budget_alert(self) -> dict[str, Any]:
-        b = self.alerts_cfg["SQLAlchemyPoolDatabaseConnectionBudget"]
-        server = list(b["server_labels"])
-        # Server labels that only sqlalchemy_pool_info carries are copied onto each pool's
-        # max_connections; the others (e.g. namespace) are on every series already.
-        from_info = [label for label in server if label in INFO_LABELS]
-        keep = ", ".join(label for label in INFO_LABELS if label not in from_info)
-        on = ", ".join(server)
-        copy = ", ".join(from_info)
-        level = "_".join(server)
-        info_sel = self.sel("sqlalchemy_pool_info", ", ".join(f'{x}!=""' for x in from_info))
-        limits = self.sel("sqlalchemy_pool_max_connections")
-        per_pool = (
-            f"{limits}\n  * ignoring ({copy}) group_left ({copy})\n"
-            f"  max without ({keep}) ({info_sel})"
-            if from_info else limits
-        )
-        apps = self.record(
-            f"{level}:sqlalchemy_pool_max_connections:sum", f"sum by ({on}) (\n  {per_pool}\n)"
-        )
-        usable = self.record(
-            f"{level}:sqlalchemy_pool_db_usable_connections:max",
-            f"max by ({on}) ({self.sel('sqlalchemy_pool_db_max_connections')})\n-\n"
-            f"max by ({on}) ({self.sel('sqlalchemy_pool_db_reserved_connections')})",
-        )
-        ratio = float(b["threshold_ratio"])
-        expr = f"{apps}\n> on ({on})\n{usable}" + (f" * {ratio:g}" if ratio != 1 else "")
-        # Template queries: the server's usable connections and the pools that add up.
-        matchers = ", ".join(f"{label}=%q" for label in server)
-        args = " ".join(f"$labels.{label}" for label in server)
-        server_ref = " ".join(f"{label} {{{{ $labels.{label} }}}}" for label in server)
-        pools_query = (
-            f"sum by ({self.by}) ({limits}"
-            f" * ignoring ({copy}) group_left ({copy})"
-            f" max without ({keep}) ({self.sel('sqlalchemy_pool_info', matchers)}))"
-            if from_info
-            else f"sum by ({self.by}) ({self.sel('sqlalchemy_pool_max_connections', matchers)})"
-        )
-        description = (
-            f"The pools using {server_ref} may open up to {{{{ $value }}}} connections"
-            " together (pool_size + max_overflow of every process), but the server accepts"
-            f" {{{{ with printf `{usable}{{{matchers}}}` {args} | query }}}}"
-            "{{ . | first | value }}{{ end }} (max_connections minus reserved connections)."
-            " Pools:"
-            f" {{{{ range $i, $p := printf `{pools_query}` {args} | query"
-            ' | sortByLabel "app" | sortByLabel "pool" }}'
-            "{{ if $i }}, {{ end }}{{ $p.Labels.pool }}{{ with $p.Labels.app }} of app {{ . }}"
-            "{{ end }} ({{ $p.Value }}){{ end }}. When they are all busy at once, the server"
-            " refuses new connections (\"too many clients already\")."
-        )
-        return self.alert(
-            "SQLAlchemyPoolDatabaseConnectionBudget",
-            expr,
-            "SQLAlchemy pools may open more connections than the database server accepts.",
-            description,
-        )
-
-    def exporter_down_alert(self) -> dict[str, Any]:
-        d = self.alerts_cfg["SQLAlchemyPoolExporterDown"]
-        up = f"up{{{self.cfg['exporter_selector']}}}"
-        expr = f"{up} == 0" + (f"\nor\nabsent({up})" if d.get("alert_if_absent") else "")
-        pools_query = (
-            "group by (app, pool) (last_over_time(sqlalchemy_pool_info"
-            "{instance=%q, job=%q}[1h]))"
-        )
-        description = (
-            "{{ with $labels.instance }}Prometheus has failed to scrape the SQLAlchemy pool"
-            f" exporter at {{{{ . }}}} (job {{{{ $labels.job }}}}) for {d['for']}"
-            "{{ else }}Prometheus has had no target of the SQLAlchemy pool exporter"
-            f" ({self.cfg['exporter_selector']}) for {d['for']}{{{{ end }}}}:"
-            " pool metrics are missing and no other pool alert can fire for them."
-            f"{{{{ range $i, $p := printf `{pools_query}` $labels.instance $labels.job | query"
-            ' | sortByLabel "app" | sortByLabel "pool" }}'
-            "{{ if $i }},{{ else }} Pools it served:{{ end }}"
-            " {{ $p.Labels.pool }}{{ with $p.Labels.app }} of app {{ . }}{{ end }}{{ end }}"
-            "{{ with printf `" + pools_query + "` $labels.instance $labels.job | query }}."
-            "{{ end }}"
-        )
-        return self.alert(
-            "SQLAlchemyPoolExporterDown",
-            expr,
-            "The SQLAlchemy pool exporter is not being scraped.",
-            description,
-        )
-
-    # -- groups --------------------------------------------------------------------------
-    def groups(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-        """(recording groups, alerting groups)."""
-        alerts = self.build_alerts()
-        recording = [{"record": name, "expr": expr} for name, expr in self.recording.items()]
-        return (
-            [{"name": RECORDING_GROUP, "rules": recording}],
-            [{"name": ALERT_GROUP, "rules": alerts}],
-        )
+def groups(config: dict[str, Any]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(recording groups, alerting groups) of ``config``."""
+    rules = RuleBuilder(config)
+    # In this order: each alert adds the recording rules it reads, and that order is the
+    # order of recording.yaml.
+    alerts = [
+        *pool_alerts(rules),
+        budget_alert(rules),
+        exporter_down_alert(rules),
+        *diagnosis_alerts(rules),
+    ]
+    recording = [{"record": name, "expr": expr} for name, expr in rules.recording.items()]
+    return (
+        [{"name": RECORDING_GROUP, "rules": recording}],
+        [{"name": ALERT_GROUP, "rules": alerts}],
+    )
 
 
 class _Dumper(yaml.SafeDumper):
@@ -427,7 +91,7 @@ def dump(data: Any) -> str:
 
 def render(config: dict[str, Any]) -> dict[Path, str]:
     """Every output file's relative path and text."""
-    recording, alerting = Rules(config).groups()
+    recording, alerting = groups(config)
     pr = config["prometheusrule"]
     resource = {
         "apiVersion": "monitoring.coreos.com/v1",

@@ -106,7 +106,7 @@ echo "== ruff, mypy (grafana)"; .venv/bin/ruff check grafana && .venv/bin/mypy -
 
 # >>> Alert rules: the generator's lint and types (promtool checks, promtool unit tests,
 # the generated-files-up-to-date check and the end-to-end alert run are pytest tests).
-echo "== ruff, mypy (prometheus)"; .venv/bin/ruff check prometheus && .venv/bin/mypy --strict prometheus/generate.py
+echo "== ruff, mypy (prometheus)"; .venv/bin/ruff check prometheus && .venv/bin/mypy --strict prometheus/*.py
 # <<< Alert rules
 
 # >>> Process exit: the Celery test needs Redis on 127.0.0.1:6379; started here if absent.

@@ -26,8 +26,8 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
 import sqlalchemy_pool_exporter
-from sqlalchemy_pool_exporter.diagnosis.causes import Thresholds
 from sqlalchemy_pool_exporter.diagnosis.findings import Finding
+from sqlalchemy_pool_exporter.diagnosis.inputs import Thresholds
 from tests.unit.test_fork import in_child
 
 HERE = Path(__file__).name

@@ -5,7 +5,7 @@ database probe's last result) and prints one finding per cause it sees: the caus
 number in the runbook's table, the evidence and the setting or code to change.
 ``--json`` prints the document as it came. Exit status: 0 healthy, 1 findings, 2 the
 sidecar could not be read (one line on stderr). ``--threshold NAME=VALUE`` overrides
-when a number becomes a finding (see ``diagnosis.causes.Thresholds``).
+when a number becomes a finding (see ``diagnosis.inputs.Thresholds``).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from dataclasses import fields
 from typing import Any
 
 from sqlalchemy_pool_exporter.cli.status import DEFAULT_URL
-from sqlalchemy_pool_exporter.diagnosis.causes import Thresholds
+from sqlalchemy_pool_exporter.diagnosis.inputs import Thresholds
 
 THRESHOLDS = tuple(f.name for f in fields(Thresholds))
 

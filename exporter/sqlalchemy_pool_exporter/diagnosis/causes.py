@@ -1,73 +1,37 @@
 """One function per cause: what each way a pool runs dry looks like in the numbers.
 
-Every function takes one pool (an ``/api/pools`` entry: ``app``, ``pool``, ``info``,
-``gauges``, ``counters``, ``held``, ``sites``, ``per_process``), the server view (catalog
-name -> value, label value -> value for labelled series, and ``sessions``: the stamped
-server sessions that hold things up; None without a probe) and the thresholds, and
-returns a :class:`Finding` or None. Server-wide causes (7, 9, and 3 for unattributed
-sessions) are in :mod:`~sqlalchemy_pool_exporter.diagnosis.server`.
+Every function takes one pool, the server view and the thresholds (their shapes and the
+helpers that read them: :mod:`~sqlalchemy_pool_exporter.diagnosis.inputs`), and returns
+a :class:`Finding` or None. Server-wide causes (7, 9, and 3 for unattributed sessions)
+are in :mod:`~sqlalchemy_pool_exporter.diagnosis.server`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
 
 from sqlalchemy_pool_exporter.diagnosis.findings import Finding
+from sqlalchemy_pool_exporter.diagnosis.inputs import (
+    Pool,
+    Server,
+    Thresholds,
+    checkout_sites,
+    counter,
+    gauge,
+    pool_finding,
+    setting_seconds,
+)
 from sqlalchemy_pool_exporter.protocol.catalog import INVALIDATION_KINDS
-
-Pool = dict[str, Any]
-Server = dict[str, Any] | None
-
-
-@dataclass(frozen=True)
-class Thresholds:
-    """When a number becomes a finding (seconds unless named otherwise)."""
-
-    idle_in_transaction_seconds: float = 10.0
-    lock_wait_seconds: float = 1.0
-    oldest_wait_seconds: float = 1.0
-    long_pool_timeout_seconds: float = 10.0
-    #: checkouts before "a new connection for nearly every checkout" is judged
-    churn_checkouts: int = 20
-
-
-def _g(pool: Pool, name: str) -> float:
-    return float(pool["gauges"].get(name) or 0)
-
-
-def _c(pool: Pool, name: str) -> int:
-    return int(pool["counters"].get(name) or 0)
-
-
-def _finding(pool: Pool, cause: int, summary: str, fix: str, **evidence: Any) -> Finding:
-    return Finding(cause, summary, fix, evidence, app=pool.get("app"), pool=pool.get("pool"))
-
-
-def _sites(pool: Pool, leaked_only: bool = False) -> list[str]:
-    return [
-        s["site"]
-        for s in pool.get("sites", [])
-        if s.get("site") and (s.get("leaked") or not leaked_only)
-    ]
-
-
-def _seconds(info: dict[str, Any], key: str) -> float:
-    try:
-        return float(info.get(key, -1))
-    except (TypeError, ValueError):
-        return -1.0
 
 
 def never_closed(pool: Pool, server: Server, t: Thresholds) -> Finding | None:
     """1: connections held past the leak threshold, with the sites that took them."""
-    leaked = int(_g(pool, "leaked_connections"))
+    leaked = int(gauge(pool, "leaked_connections"))
     if not leaked:
         return None
-    sites = _sites(pool, leaked_only=True)
+    sites = checkout_sites(pool, leaked_only=True)
     where = sites[0] if sites else "the checkout site"
-    return _finding(
+    return pool_finding(
         pool,
         1,
         f"{leaked} connection(s) checked out longer than the leak threshold",
@@ -75,13 +39,13 @@ def never_closed(pool: Pool, server: Server, t: Thresholds) -> Finding | None:
         f" at {where}",
         leaked_connections=leaked,
         sites=sites,
-        oldest_checkout_seconds=round(_g(pool, "oldest_checkout_seconds"), 3),
+        oldest_checkout_seconds=round(gauge(pool, "oldest_checkout_seconds"), 3),
     )
 
 
 def too_small(pool: Pool, server: Server, t: Thresholds) -> Finding | None:
     """2: every connection in use and callers queueing, with nothing leaked."""
-    if _g(pool, "leaked_connections") or _g(pool, "utilization_ratio") < 1:
+    if gauge(pool, "leaked_connections") or gauge(pool, "utilization_ratio") < 1:
         return None
     worst = max(
         pool.get("per_process") or [{"process": None, "gauges": pool["gauges"]}],
@@ -89,12 +53,12 @@ def too_small(pool: Pool, server: Server, t: Thresholds) -> Finding | None:
     )
     g = worst["gauges"]
     pending = int(g.get("pending") or 0)
-    if not pending and not _c(pool, "checkout_timeouts"):
+    if not pending and not counter(pool, "checkout_timeouts"):
         return None
     demand = int(g.get("checked_out") or 0) + pending
     overflow = max(0, int(g.get("max_overflow") or 0))
     size = max(demand - overflow, int(g.get("size") or 0) + 1)
-    return _finding(
+    return pool_finding(
         pool,
         2,
         f"all {int(g.get('checked_out') or 0)} connections of a process in use and"
@@ -105,7 +69,7 @@ def too_small(pool: Pool, server: Server, t: Thresholds) -> Finding | None:
         checked_out=int(g.get("checked_out") or 0),
         pending=pending,
         max_connections=g.get("max_connections"),
-        checkout_timeouts_total=_c(pool, "checkout_timeouts"),
+        checkout_timeouts_total=counter(pool, "checkout_timeouts"),
     )
 
 
@@ -122,7 +86,7 @@ def held_across_slow_calls(pool: Pool, server: Server, t: Thresholds) -> Finding
     if not sessions:
         return None
     worst = max(sessions, key=lambda s: s.get("state_seconds") or 0)
-    return _finding(
+    return pool_finding(
         pool,
         3,
         f"{len(sessions)} connection(s) idle in a transaction for up to"
@@ -139,10 +103,10 @@ def held_across_slow_calls(pool: Pool, server: Server, t: Thresholds) -> Finding
 
 def error_path_leaks(pool: Pool, server: Server, t: Thresholds) -> Finding | None:
     """4: connections the garbage collector reclaimed: an exception skipped the close."""
-    reclaimed = _c(pool, "gc_reclaimed")
+    reclaimed = counter(pool, "gc_reclaimed")
     if not reclaimed:
         return None
-    return _finding(
+    return pool_finding(
         pool,
         4,
         f"{reclaimed} connection(s) never returned and reclaimed by the garbage collector",
@@ -155,15 +119,15 @@ def error_path_leaks(pool: Pool, server: Server, t: Thresholds) -> Finding | Non
 def stale_connections(pool: Pool, server: Server, t: Thresholds) -> Finding | None:
     """5: pool_recycle at or above the server's idle limit, or dead connections reaching the app."""
     info = pool.get("info") or {}
-    recycle = _seconds(info, "recycle_seconds")
+    recycle = setting_seconds(info, "recycle_seconds")
     pre_ping = str(info.get("pre_ping", "")).lower() == "true"
     limits = (server or {}).get("sqlalchemy_pool_db_idle_timeout_seconds") or {}
     limit = min(
         (float(v) for k, v in limits.items() if k in ("idle_session", "wait") and float(v) > 0),
         default=0.0,
     )
-    errors = sum(_c(pool, f"invalidations_{k}_error") for k in INVALIDATION_KINDS)
-    pinged = sum(_c(pool, f"invalidations_{k}_pre_ping") for k in INVALIDATION_KINDS)
+    errors = sum(counter(pool, f"invalidations_{k}_error") for k in INVALIDATION_KINDS)
+    pinged = sum(counter(pool, f"invalidations_{k}_pre_ping") for k in INVALIDATION_KINDS)
     risky = limit > 0 and (recycle < 0 or recycle >= limit)
     if not risky and not (errors and not pre_ping):
         return None
@@ -180,7 +144,7 @@ def stale_connections(pool: Pool, server: Server, t: Thresholds) -> Finding | No
         if risky
         else f"{errors} disconnect error(s) reached the app"
     )
-    return _finding(
+    return pool_finding(
         pool,
         5,
         summary,
@@ -195,21 +159,25 @@ def stale_connections(pool: Pool, server: Server, t: Thresholds) -> Finding | No
 
 def overflow_too_low(pool: Pool, server: Server, t: Thresholds) -> Finding | None:
     """6: bursts hit the limit (peak at 100 %) while the pool is not saturated now."""
-    timeouts = _c(pool, "checkout_timeouts")
-    if not timeouts or _g(pool, "peak_utilization_ratio") < 1 or _g(pool, "utilization_ratio") >= 1:
+    timeouts = counter(pool, "checkout_timeouts")
+    if (
+        not timeouts
+        or gauge(pool, "peak_utilization_ratio") < 1
+        or gauge(pool, "utilization_ratio") >= 1
+    ):
         return None
-    size = int(_g(pool, "size"))
-    overflow = int(_g(pool, "max_overflow"))
-    return _finding(
+    size = int(gauge(pool, "size"))
+    overflow = int(gauge(pool, "max_overflow"))
+    return pool_finding(
         pool,
         6,
         f"bursts reached the limit ({timeouts} checkout timeout(s)) while usage now is"
-        f" {_g(pool, 'utilization_ratio'):.0%}",
+        f" {gauge(pool, 'utilization_ratio'):.0%}",
         f"max_overflow={max(2 * overflow, overflow + size, 1)} (room for bursts; the pool"
         " keeps only pool_size open when quiet)",
         checkout_timeouts_total=timeouts,
-        peak_utilization_ratio=_g(pool, "peak_utilization_ratio"),
-        utilization_ratio=_g(pool, "utilization_ratio"),
+        peak_utilization_ratio=gauge(pool, "peak_utilization_ratio"),
+        utilization_ratio=gauge(pool, "utilization_ratio"),
         max_overflow=overflow,
     )
 
@@ -217,26 +185,26 @@ def overflow_too_low(pool: Pool, server: Server, t: Thresholds) -> Finding | Non
 def null_pool(pool: Pool, server: Server, t: Thresholds) -> Finding | None:
     """8: a NullPool opens a new connection for every checkout."""
     info = pool.get("info") or {}
-    if info.get("pool_class") != "NullPool" or not _c(pool, "checkouts"):
+    if info.get("pool_class") != "NullPool" or not counter(pool, "checkouts"):
         return None
-    return _finding(
+    return pool_finding(
         pool,
         8,
-        f"NullPool: {_c(pool, 'connections_created')} connections opened for"
-        f" {_c(pool, 'checkouts')} checkouts",
+        f"NullPool: {counter(pool, 'connections_created')} connections opened for"
+        f" {counter(pool, 'checkouts')} checkouts",
         "drop poolclass=NullPool (QueuePool is the default) unless a server-side pooler"
         " such as PgBouncer pools for you",
         pool_class="NullPool",
-        checkouts_total=_c(pool, "checkouts"),
-        connections_created_total=_c(pool, "connections_created"),
+        checkouts_total=counter(pool, "checkouts"),
+        connections_created_total=counter(pool, "connections_created"),
     )
 
 
 def per_request_or_fork(pool: Pool, server: Server, t: Thresholds) -> Finding | None:
     """10: pools inherited across fork, or a fresh engine (and pool) for every request."""
-    inherited = _c(pool, "fork_inherited_connections")
+    inherited = counter(pool, "fork_inherited_connections")
     if inherited:
-        return _finding(
+        return pool_finding(
             pool,
             10,
             f"{inherited} pooled connection(s) inherited open across fork",
@@ -245,12 +213,12 @@ def per_request_or_fork(pool: Pool, server: Server, t: Thresholds) -> Finding | 
             fork_inherited_connections_total=inherited,
         )
     info = pool.get("info") or {}
-    checkouts, created = _c(pool, "checkouts"), _c(pool, "connections_created")
+    checkouts, created = counter(pool, "checkouts"), counter(pool, "connections_created")
     if info.get("pool_class") == "NullPool" or checkouts < t.churn_checkouts:
         return None
     if created < 0.9 * checkouts:
         return None
-    return _finding(
+    return pool_finding(
         pool,
         10,
         f"{created} connections opened for {checkouts} checkouts: the pool is not reused",
@@ -262,12 +230,12 @@ def per_request_or_fork(pool: Pool, server: Server, t: Thresholds) -> Finding | 
 
 def waiting_now(pool: Pool, server: Server, t: Thresholds) -> Finding | None:
     """11: callers blocked inside pool.connect() right now, the oldest for a while."""
-    pending = int(_g(pool, "pending"))
-    oldest = _g(pool, "oldest_wait_seconds")
+    pending = int(gauge(pool, "pending"))
+    oldest = gauge(pool, "oldest_wait_seconds")
     if not pending or oldest < t.oldest_wait_seconds:
         return None
-    sites = _sites(pool)
-    return _finding(
+    sites = checkout_sites(pool)
+    return pool_finding(
         pool,
         11,
         f"{pending} caller(s) waiting for a connection, the oldest for {oldest:.1f}s",
@@ -282,15 +250,15 @@ def waiting_now(pool: Pool, server: Server, t: Thresholds) -> Finding | None:
 
 def long_pool_timeout(pool: Pool, server: Server, t: Thresholds) -> Finding | None:
     """12: callers hang up to pool_timeout before failing (or give up before it)."""
-    timeout = _seconds(pool.get("info") or {}, "timeout_seconds")
+    timeout = setting_seconds(pool.get("info") or {}, "timeout_seconds")
     if timeout < t.long_pool_timeout_seconds:
         return None
-    timeouts = _c(pool, "checkout_timeouts")
-    cancelled = _c(pool, "checkout_cancellations")
-    oldest = _g(pool, "oldest_wait_seconds")
+    timeouts = counter(pool, "checkout_timeouts")
+    cancelled = counter(pool, "checkout_cancellations")
+    oldest = gauge(pool, "oldest_wait_seconds")
     if not timeouts and not cancelled and not (oldest and oldest >= t.long_pool_timeout_seconds):
         return None
-    return _finding(
+    return pool_finding(
         pool,
         12,
         f"pool_timeout={timeout:g}s: requests hang that long before failing",

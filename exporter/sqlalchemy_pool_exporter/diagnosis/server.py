@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy_pool_exporter.diagnosis.causes import POOL_CAUSES, Pool, Server, Thresholds
+from sqlalchemy_pool_exporter.diagnosis.causes import POOL_CAUSES
 from sqlalchemy_pool_exporter.diagnosis.findings import Finding
+from sqlalchemy_pool_exporter.diagnosis.inputs import Pool, Server, Thresholds
 
 
 def lock_waits(server: Server, t: Thresholds) -> Finding | None:

@@ -12,8 +12,8 @@ import os
 import socket
 from typing import Any
 
-from sqlalchemy_pool_exporter.diagnosis.causes import Thresholds
 from sqlalchemy_pool_exporter.diagnosis.findings import Finding
+from sqlalchemy_pool_exporter.diagnosis.inputs import Thresholds
 from sqlalchemy_pool_exporter.diagnosis.server import diagnose as diagnose_pools
 from sqlalchemy_pool_exporter.diagnosis.sessions import annotate
 from sqlalchemy_pool_exporter.instrumentation import registry as instrumented

@@ -25,7 +25,8 @@ Concepts, as the metrics use them:
 
 The hot path updates every field with plain single-statement arithmetic (atomic under
 the GIL, see :mod:`~sqlalchemy_pool_exporter.instrumentation.acquire`); metric families
-are built from :meth:`PoolStats.read` only when a scrape or a push asks.
+are built from :meth:`PoolStats.read` only when a scrape or a push asks, from the copy
+it returns (:mod:`~sqlalchemy_pool_exporter.instrumentation.readings`).
 """
 
 from __future__ import annotations
@@ -34,7 +35,6 @@ import threading
 import time
 import weakref
 from collections import deque
-from dataclasses import dataclass, field
 from operator import add, attrgetter
 from types import CodeType
 from typing import Any
@@ -46,6 +46,7 @@ from sqlalchemy_pool_exporter.instrumentation.histogram import (
     Histogram,
     cumulative,
 )
+from sqlalchemy_pool_exporter.instrumentation.readings import HeldConnection, StatsReading
 from sqlalchemy_pool_exporter.logs import get_logger
 from sqlalchemy_pool_exporter.protocol.catalog import COUNTER_FIELDS
 
@@ -62,33 +63,6 @@ HISTOGRAM_COUNTERS = ("checkouts", "checkout_timeouts")
 PLAIN_COUNTERS = tuple(n for n in COUNTER_FIELDS if n not in HISTOGRAM_COUNTERS)
 #: Reads every plain counter of a PoolStats in one C call.
 _plain_counters = attrgetter(*PLAIN_COUNTERS)
-
-
-@dataclass
-class HeldConnection:
-    """One checked-out connection as reported to readers."""
-
-    age_seconds: float
-    site: str
-    thread: str
-    leaked: bool
-    #: the server's pid of the connection, when attribution recorded it
-    backend_pid: int | None = None
-
-
-@dataclass
-class StatsReading:
-    """A consistent copy of a pool's event-derived state at one instant."""
-
-    counters: dict[str, int]
-    pending: int
-    checked_out: int
-    peak_checked_out: int
-    leaked: int
-    oldest_checkout_seconds: float
-    histograms: dict[str, Any]
-    oldest_wait_seconds: float = 0.0
-    held: list[HeldConnection] = field(default_factory=list)
 
 
 class PoolStats:

@@ -25,13 +25,14 @@ for which layout the histograms show.
 With per-process series (``retention`` set), a ``process`` label whose last process
 retired keeps its frozen series for ``retention`` seconds, then they go.
 
-Rejected without any state change: a sequence number not above the instance's last one
-(409, a duplicate or out-of-order push), an instance that changes app, host or pid, a
-new process beyond ``max_processes`` (429), a new (app, pool) beyond ``max_groups``
-(429, ``too_many_groups``), numbers that grow implausibly (:mod:`.guards`), and a push
-for a known instance that does not carry the key (``process.key``) its first push set
-(409, ``identity_changed``): whoever learns an instance id cannot push in its name, so
-cannot pin its sequence number out of the real process's reach.
+Rejected without any state change (the checks against a process's own history are in
+:mod:`.guards`): a sequence number not above the instance's last one (409, a duplicate
+or out-of-order push), an instance that changes app, host or pid, a new process beyond
+``max_processes`` (429), a new (app, pool) beyond ``max_groups`` (429,
+``too_many_groups``), numbers that grow implausibly, and a push for a known instance
+that does not carry the key (``process.key``) its first push set (409,
+``identity_changed``): whoever learns an instance id cannot push in its name, so cannot
+pin its sequence number out of the real process's reach.
 
 Bounded state: an (app, pool) with no live process is dropped ``group_retention``
 seconds after its last process left (its totals, frozen series and tombstone records
@@ -50,9 +51,9 @@ from dataclasses import dataclass
 
 from sqlalchemy_pool_exporter.protocol.records import PoolData, Push, PushRejected
 from sqlalchemy_pool_exporter.sidecar.group import Group
-from sqlalchemy_pool_exporter.sidecar.guards import check_growth
+from sqlalchemy_pool_exporter.sidecar.guards import check_growth, check_identity
 from sqlalchemy_pool_exporter.sidecar.ledger import Ledger
-from sqlalchemy_pool_exporter.sidecar.tombstones import TombstoneStore, slim
+from sqlalchemy_pool_exporter.sidecar.tombstones import Tombstone, TombstoneStore, slim
 from sqlalchemy_pool_exporter.sidecar.totals import Layout, Totals, layout_of, regression
 
 #: Distinct (app, pool) pairs kept by default; a new one beyond ``max_groups`` is rejected.
@@ -71,18 +72,6 @@ class Process:
     push: Push
     last_seen: float
     saved: str | None = None  # its entry in the state file, encoded once
-
-
-@dataclass
-class Tombstone:
-    """What a retired instance contributed, in case it turns out to be alive."""
-
-    app: str
-    process: str
-    seq: int
-    pools: dict[str, PoolData]
-    saved: str | None = None  # its entry in the state file, encoded once
-    key: str = ""  # the process.key its pushes carried
 
 
 class Aggregator:
@@ -163,29 +152,10 @@ class Aggregator:
                 self.processes[instance] = Process(push, now)
 
     def _check(self, push: Push, proc: Process | None, tomb: Tombstone | None) -> None:
-        known = (
-            (proc.push.app, proc.push.process, proc.push.seq, proc.push.key)
-            if proc is not None
-            else None
-        )
-        if tomb is not None:
-            known = (tomb.app, tomb.process, tomb.seq, tomb.key)
-        if known is not None:
-            app, label, seq, key = known
-            if push.seq <= seq:
-                raise PushRejected(
-                    409, "stale_sequence", f"seq {push.seq} is not above {seq} for this process"
-                )
-            if key != push.key:  # before the identity: an impostor is told only this
-                raise PushRejected(
-                    409, "identity_changed", "process.key differs: the instance is another's"
-                )
-            if app != push.app:
-                raise PushRejected(400, "identity_changed", "process.app changed for this instance")
-            if label != push.process:
-                raise PushRejected(
-                    400, "identity_changed", "process.host or pid changed for this instance"
-                )
+        if proc is not None:
+            check_identity(push, proc.push.app, proc.push.process, proc.push.seq, proc.push.key)
+        elif tomb is not None:  # only looked up when no live process holds the instance
+            check_identity(push, tomb.app, tomb.process, tomb.seq, tomb.key)
         if proc is None and len(self.processes) >= self.max_processes:
             self._expire(self.clock())  # make room for it if anyone has expired
         if proc is None and len(self.processes) >= self.max_processes:

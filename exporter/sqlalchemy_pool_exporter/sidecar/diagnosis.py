@@ -10,8 +10,8 @@ from dataclasses import fields
 from typing import Any
 from urllib.parse import parse_qsl
 
-from sqlalchemy_pool_exporter.diagnosis.causes import Thresholds
 from sqlalchemy_pool_exporter.diagnosis.findings import document
+from sqlalchemy_pool_exporter.diagnosis.inputs import Thresholds
 from sqlalchemy_pool_exporter.diagnosis.server import diagnose
 from sqlalchemy_pool_exporter.diagnosis.sessions import annotate
 from sqlalchemy_pool_exporter.sidecar.aggregator import Aggregator

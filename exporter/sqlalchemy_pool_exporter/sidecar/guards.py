@@ -1,10 +1,16 @@
-"""Plausibility of a push's numbers against what the sidecar already holds.
+"""What a push must satisfy against what the sidecar already holds for its process.
 
-Validation (:mod:`~sqlalchemy_pool_exporter.protocol.validation`) bounds each number on
-its own: counts up to 2**53, histogram sums up to 2**40 s. That is not enough, because
-totals add many pushes up, and a float64 total above 2**53 no longer moves by 1: one
-push of a huge value would freeze a pool's total for good. So before a push is applied,
-each of its cumulative values (counters, histogram counts and sums) must
+**Identity.** A push for a known instance (live, or retired and remembered) must carry a
+sequence number above the last one (else 409 ``stale_sequence``: a duplicate or
+out-of-order push), the ``process.key`` its first push set (else 409
+``identity_changed``, checked before app, host and pid, so an impostor learns nothing
+more), and the same app, host and pid (else 400 ``identity_changed``).
+
+**Plausibility.** Validation (:mod:`~sqlalchemy_pool_exporter.protocol.validation`)
+bounds each number on its own: counts up to 2**53, histogram sums up to 2**40 s. That is
+not enough, because totals add many pushes up, and a float64 total above 2**53 no longer
+moves by 1: one push of a huge value would freeze a pool's total for good. So before a
+push is applied, each of its cumulative values (counters, histogram counts and sums) must
 
 * grow by at most :data:`MAX_RATE` per second of the sidecar's own clock since the
   process's previous accepted push (plus one second of slack for batching). 10**6 per
@@ -40,6 +46,22 @@ MAX_TOTAL_SUM = float(2**43)
 def _refuse(pool: str, what: str) -> PushRejected:
     name = pool if len(pool) <= 40 else pool[:40] + "…"
     return PushRejected(400, "implausible_value", f"pool {name!r}: {what}")
+
+
+def check_identity(push: Push, app: str, label: str, seq: int, key: str) -> None:
+    """Raise :class:`PushRejected` unless ``push`` continues the instance known so."""
+    if push.seq <= seq:
+        raise PushRejected(
+            409, "stale_sequence", f"seq {push.seq} is not above {seq} for this process"
+        )
+    if key != push.key:  # before the identity: an impostor is told only this
+        raise PushRejected(
+            409, "identity_changed", "process.key differs: the instance is another's"
+        )
+    if app != push.app:
+        raise PushRejected(400, "identity_changed", "process.app changed for this instance")
+    if label != push.process:
+        raise PushRejected(400, "identity_changed", "process.host or pid changed for this instance")
 
 
 def check_growth(

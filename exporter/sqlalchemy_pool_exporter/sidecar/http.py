@@ -34,11 +34,11 @@ from typing import Any, Protocol
 
 from sqlalchemy_pool_exporter.sidecar.limits import ByteBudget
 from sqlalchemy_pool_exporter.sidecar.messages import (
-    REASONS,
     App,
     Render,
     Request,
     Response,
+    encode_head,
     json_response,
     parse_head,
 )
@@ -262,15 +262,7 @@ class Connection(asyncio.Protocol):
         if self.transport is None or self.transport.is_closing():
             return
         close = response.close or not self.keep_alive
-        lines = [
-            f"HTTP/1.1 {response.status} {REASONS.get(response.status, 'Error')}",
-            f"Content-Type: {response.content_type}",
-            f"Content-Length: {len(response.body)}",
-            *(f"{k}: {v}" for k, v in response.headers.items()),
-        ]
-        if close:
-            lines.append("Connection: close")
-        head = ("\r\n".join(lines) + "\r\n\r\n").encode()
+        head = encode_head(response, close=close)
         self.transport.write(head if response.omit_body else head + response.body)
         if close:
             self.transport.close()

@@ -1,9 +1,10 @@
 """What the sidecar's HTTP server passes around: requests, responses, and the app it serves.
 
-:func:`parse_head` reads a request's head. A listener's :class:`App` answers a
-:class:`Request` from its head alone (:meth:`App.head`) or after its body
-(:meth:`App.handle`) with a :class:`Response`, or with a :class:`Render` — work too
-heavy for the event loop, run by a render worker.
+:func:`parse_head` reads a request's head, :func:`encode_head` writes a response's
+(HTTP/1.1, ``Content-Length`` always, ``Connection: close`` when closing). A listener's
+:class:`App` answers a :class:`Request` from its head alone (:meth:`App.head`) or after
+its body (:meth:`App.handle`) with a :class:`Response`, or with a :class:`Render` — work
+too heavy for the event loop, run by a render worker.
 """
 
 from __future__ import annotations
@@ -72,6 +73,19 @@ class Response:
     headers: dict[str, str] = field(default_factory=dict)
     close: bool = False
     omit_body: bool = False
+
+
+def encode_head(response: Response, *, close: bool) -> bytes:
+    """The status line and headers of ``response``, through the blank line that ends them."""
+    lines = [
+        f"HTTP/1.1 {response.status} {REASONS.get(response.status, 'Error')}",
+        f"Content-Type: {response.content_type}",
+        f"Content-Length: {len(response.body)}",
+        *(f"{k}: {v}" for k, v in response.headers.items()),
+    ]
+    if close:
+        lines.append("Connection: close")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
 
 
 @dataclass

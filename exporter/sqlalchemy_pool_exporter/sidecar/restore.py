@@ -3,7 +3,7 @@
 :func:`decode` checks everything before anything is used — header, version, length,
 checksum, then every shape and number against the bucket layouts it names — and builds
 fresh :class:`~sqlalchemy_pool_exporter.sidecar.group.Group` and
-:class:`~sqlalchemy_pool_exporter.sidecar.aggregator.Tombstone` objects for
+:class:`~sqlalchemy_pool_exporter.sidecar.tombstones.Tombstone` objects for
 :meth:`~sqlalchemy_pool_exporter.sidecar.aggregator.Aggregator.restore`. A file that does
 not pass raises :class:`~sqlalchemy_pool_exporter.sidecar.state.StateRefused` with one
 line saying why; a half-read state is never restored.
@@ -20,10 +20,11 @@ from typing import Any
 
 from sqlalchemy_pool_exporter.protocol.catalog import COUNTER_FIELDS, HISTOGRAM_FIELDS
 from sqlalchemy_pool_exporter.protocol.records import HistData, PoolData
-from sqlalchemy_pool_exporter.sidecar.aggregator import SeriesKey, Tombstone
+from sqlalchemy_pool_exporter.sidecar.aggregator import SeriesKey
 from sqlalchemy_pool_exporter.sidecar.group import Group
 from sqlalchemy_pool_exporter.sidecar.ledger import Ledger
 from sqlalchemy_pool_exporter.sidecar.state import FORMAT, VERSION, StateRefused
+from sqlalchemy_pool_exporter.sidecar.tombstones import Tombstone
 from sqlalchemy_pool_exporter.sidecar.totals import Hists, Layout
 
 MAX_TEXT = 4096

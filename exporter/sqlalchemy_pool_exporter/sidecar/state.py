@@ -42,8 +42,9 @@ from functools import lru_cache
 from typing import Any
 
 from sqlalchemy_pool_exporter.protocol.catalog import COUNTER_FIELDS, HISTOGRAM_FIELDS
-from sqlalchemy_pool_exporter.sidecar.aggregator import Aggregator, Process, Tombstone
+from sqlalchemy_pool_exporter.sidecar.aggregator import Aggregator, Process
 from sqlalchemy_pool_exporter.sidecar.ledger import Ledger
+from sqlalchemy_pool_exporter.sidecar.tombstones import Tombstone
 from sqlalchemy_pool_exporter.sidecar.totals import Hists, Layout, layout_of
 
 FORMAT = "sqlalchemy-pool-exporter sidecar state"

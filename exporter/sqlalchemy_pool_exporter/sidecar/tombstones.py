@@ -1,7 +1,8 @@
 """The aggregator's memory of retired instances, bounded in entries and in pool records.
 
-When a process retires, the aggregator keeps what it contributed (a *tombstone*) so that
-a process which was only paused can be taken back without counting anything twice. A
+When a process retires, the aggregator keeps what it contributed (a :class:`Tombstone`:
+its identity, last sequence number and key, and per pool its values) so that a process
+which was only paused can be taken back without counting anything twice. A
 tombstone needs only what totals need — per pool its counters and histograms — so
 :func:`slim` drops everything else a push carried (held connections, info, gauges).
 Those counters and histograms are the very objects the last push held, not copies.
@@ -16,15 +17,21 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator, MutableMapping
-from typing import Any, Protocol
+from dataclasses import dataclass
 
 from sqlalchemy_pool_exporter.protocol.records import PoolData
 
 
-class _Retired(Protocol):
+@dataclass
+class Tombstone:
+    """What a retired instance contributed, in case it turns out to be alive."""
+
     app: str
+    process: str
+    seq: int
     pools: dict[str, PoolData]
-    saved: str | None
+    saved: str | None = None  # its entry in the state file, encoded once
+    key: str = ""  # the process.key its pushes carried
 
 
 def slim(pools: dict[str, PoolData]) -> dict[str, PoolData]:
@@ -32,20 +39,20 @@ def slim(pools: dict[str, PoolData]) -> dict[str, PoolData]:
     return {name: PoolData({}, {}, data.counters, data.histograms) for name, data in pools.items()}
 
 
-class TombstoneStore(MutableMapping[str, Any]):
+class TombstoneStore(MutableMapping[str, Tombstone]):
     """Tombstones by instance, oldest first, bounded by entries and by pool records."""
 
     def __init__(self, max_entries: int, max_pools: int) -> None:
-        self._items: OrderedDict[str, Any] = OrderedDict()
+        self._items: OrderedDict[str, Tombstone] = OrderedDict()
         self.max_entries = max_entries
         self.max_pools = max_pools
         self.pool_count = 0
         self.forgotten = 0
 
-    def __getitem__(self, key: str) -> Any:
+    def __getitem__(self, key: str) -> Tombstone:
         return self._items[key]
 
-    def __setitem__(self, key: str, value: _Retired) -> None:
+    def __setitem__(self, key: str, value: Tombstone) -> None:
         if key in self._items:
             del self[key]
         self._items[key] = value
@@ -65,7 +72,7 @@ class TombstoneStore(MutableMapping[str, Any]):
     def __len__(self) -> int:
         return len(self._items)
 
-    def popitem(self, last: bool = True) -> tuple[str, Any]:
+    def popitem(self, last: bool = True) -> tuple[str, Tombstone]:
         """Remove and return the newest (or, with ``last=False``, the oldest) tombstone."""
         key, value = self._items.popitem(last=last)
         self.pool_count -= len(value.pools)

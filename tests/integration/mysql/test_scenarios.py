@@ -33,7 +33,7 @@ from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.exc import OperationalError
 
 import sqlalchemy_pool_exporter
-from sqlalchemy_pool_exporter.diagnosis.causes import Thresholds
+from sqlalchemy_pool_exporter.diagnosis.inputs import Thresholds
 from sqlalchemy_pool_exporter.probes.mysql import MySQLProbe
 from tests.conftest import wait_for
 from tests.integration.conftest import ROOT, start_sidecar_process

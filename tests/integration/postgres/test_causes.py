@@ -25,7 +25,7 @@ from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.exc import OperationalError
 
 import sqlalchemy_pool_exporter
-from sqlalchemy_pool_exporter.diagnosis.causes import Thresholds
+from sqlalchemy_pool_exporter.diagnosis.inputs import Thresholds
 from sqlalchemy_pool_exporter.probes.postgres import DatabaseProbe
 from tests.integration.conftest import start_sidecar_process
 from tests.integration.pgcluster import PgCluster, wait_for
