@@ -25,7 +25,7 @@ import uvicorn  # noqa: F401  (likewise)
 
 from tests.conftest import require_binary
 from tests.integration.conftest import ROOT, RunningSidecar
-from tests.integration.test_gunicorn import free_port, isolation_flags
+from tests.integration.servers import free_port, isolation_flags
 
 pytestmark = [pytest.mark.integration]
 RUN = [sys.executable, "-m", "sqlalchemy_pool_exporter", "run", "--"]
