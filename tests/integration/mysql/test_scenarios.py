@@ -37,7 +37,7 @@ from sqlalchemy_pool_exporter.probes.mysql import MySQLProbe
 from tests.conftest import wait_for
 from tests.integration.conftest import ROOT, start_sidecar_process
 from tests.integration.mysql.server import MariaDB
-from tests.integration.postgres.helpers import PoolMetrics, expected_counters
+from tests.integration.postgres.helpers import PoolMetrics, expected_counters, run_doctor
 from tests.integration.servers import push_env
 
 APP = Path(__file__).with_name("app.py")
@@ -203,21 +203,7 @@ def test_doctor_names_wait_timeout_and_budget_before_anything_dies(
             apps.append(AppProcess(sidecar.push_url, mariadb.url(), name, **options))
             apps[-1].checkout()
         sidecar.wait_until(lambda: len(sidecar.api()["pools"]) == 2)
-        doctor = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "sqlalchemy_pool_exporter",
-                "doctor",
-                "--url",
-                sidecar.push_url.removesuffix("/v1/push"),  # where /api/diagnosis is served
-                "--json",
-            ],
-            capture_output=True,
-            text=True,
-            timeout=30,
-            cwd=ROOT,
-        )
+        doctor = run_doctor(sidecar)
         assert doctor.returncode == 1, doctor.stderr
         findings = {(f["cause"], f.get("pool")): f for f in json.loads(doctor.stdout)["findings"]}
         assert sorted(findings, key=str) == [(5, "stale"), (9, None)]

@@ -29,7 +29,7 @@ from sqlalchemy_pool_exporter.diagnosis.causes import Thresholds
 from sqlalchemy_pool_exporter.probes.postgres import DatabaseProbe
 from tests.integration.conftest import ROOT, start_sidecar_process
 from tests.integration.pgcluster import PgCluster, wait_for
-from tests.integration.postgres.helpers import PoolMetrics, expected_counters
+from tests.integration.postgres.helpers import PoolMetrics, expected_counters, run_doctor
 from tests.integration.servers import push_env
 
 APP = Path(__file__).with_name("attribution_app.py")
@@ -228,23 +228,7 @@ def test_cause_3_idle_in_transaction_names_the_process(pg: PgCluster) -> None:
         }
         assert held[str(culprit.pid)]["server_state"] == "idle in transaction"
         assert held[str(bystander.pid)]["server_state"] == "idle"
-        doctor = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "sqlalchemy_pool_exporter",
-                "doctor",
-                "--url",
-                sidecar.push_url.removesuffix("/v1/push"),  # where /api/diagnosis is served
-                "--threshold",
-                "idle_in_transaction_seconds=0.2",
-                "--json",
-            ],
-            capture_output=True,
-            text=True,
-            timeout=30,
-            cwd=ROOT,
-        )
+        doctor = run_doctor(sidecar, "--threshold", "idle_in_transaction_seconds=0.2")
         assert doctor.returncode == 1, doctor.stderr
         doc = json.loads(doctor.stdout)
         assert [f["cause"] for f in doc["findings"]] == [3]
