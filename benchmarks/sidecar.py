@@ -38,6 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from sqlalchemy_pool_exporter.protocol.catalog import POOL_METRICS  # noqa: E402
+from tests.sidecar_log import serve_command, watch_listening  # noqa: E402
 
 # snapshot field -> (metric name, help) of the catalog's unlabelled pool series
 GAUGES, COUNTERS, HISTOGRAMS = (
@@ -96,27 +97,12 @@ def body_template(instance: str, pool: dict[str, Any], pid: int, interval: float
 
 
 def start_sidecar(*flags: str) -> tuple[subprocess.Popen[str], str, str]:
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "sqlalchemy_pool_exporter",
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--push-listen",
-            "127.0.0.1:0",
-            "--log-format",
-            "json",
-            *flags,
-        ],
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=ROOT,
-    )
+    proc = subprocess.Popen(serve_command(*flags), stderr=subprocess.PIPE, text=True, cwd=ROOT)
     assert proc.stderr is not None
-    event = json.loads(proc.stderr.readline())
-    threading.Thread(target=proc.stderr.read, daemon=True).start()
+    event, lines = watch_listening(proc.stderr)
+    if not event:
+        proc.kill()
+        raise RuntimeError("sidecar did not start: " + " | ".join(lines[-5:]))
     return proc, event["metrics"], event["push"]
 
 

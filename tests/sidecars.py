@@ -31,7 +31,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import time
 import urllib.request
 from collections.abc import Callable
@@ -45,7 +44,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from sqlalchemy_pool_exporter.sidecar.server import Sidecar
 from sqlalchemy_pool_exporter.sidecar.settings import SidecarSettings
-from tests.sidecar_log import watch_listening
+from tests.sidecar_log import serve_command, watch_listening
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -156,21 +155,13 @@ def start_sidecar_process(
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("POOL_EXPORTER_")}
     full_env.update(env or {})
     full_env["PYTHONPATH"] = str(ROOT) + os.pathsep + full_env.get("PYTHONPATH", "")
-    args = [
-        sys.executable,
-        "-m",
-        "sqlalchemy_pool_exporter",
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
-        "--push-listen",
-        "127.0.0.1:0",
-        "--log-format",
-        "json",
-        *flags,
-    ]
     process = subprocess.Popen(
-        args, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=full_env, cwd=ROOT
+        serve_command(*flags),
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+        env=full_env,
+        cwd=ROOT,
     )
     assert process.stderr is not None
     found, lines = watch_listening(process.stderr, timeout)

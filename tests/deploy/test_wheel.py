@@ -46,18 +46,12 @@ def test_wheel_carries_exactly_the_repository_assets(image_venv: ImageVenv) -> N
 
 
 def test_installed_package_reads_its_packaged_assets(image_venv: ImageVenv, tmp_path: Path) -> None:
-    result = subprocess.run(
-        [
-            str(image_venv.bin / "python"),
-            "-c",
-            "import sqlalchemy_pool_exporter as e, sqlalchemy_pool_exporter.cli.assets as a;"
-            " print(e.__file__); print(a.asset_root())",
-        ],
+    result = image_venv.run(
+        "python",
+        "-c",
+        "import sqlalchemy_pool_exporter as e, sqlalchemy_pool_exporter.cli.assets as a;"
+        " print(e.__file__); print(a.asset_root())",
         cwd=tmp_path,
-        env=image_venv.env(),
-        capture_output=True,
-        text=True,
-        timeout=60,
     )
     assert result.returncode == 0, result.stderr
     module, root = result.stdout.split()
@@ -71,14 +65,7 @@ def test_the_wheel_installs_sqlalchemy_pool_exporter_and_no_exporter_package(
     image_venv: ImageVenv, tmp_path: Path
 ) -> None:
     def run(code: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [str(image_venv.bin / "python"), "-c", code],
-            cwd=tmp_path,
-            env=image_venv.env(),
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        return image_venv.run("python", "-c", code, cwd=tmp_path)
 
     found = run("import sqlalchemy_pool_exporter as e; print(e.instrument.__qualname__)")
     assert (found.returncode, found.stdout) == (0, "instrument\n"), found.stderr
@@ -91,13 +78,8 @@ def test_assets_command_writes_files_identical_to_the_repository(
     image_venv: ImageVenv, tmp_path: Path
 ) -> None:
     out = tmp_path / "out"
-    result = subprocess.run(
-        [str(image_venv.bin / "sqlalchemy-pool-exporter"), "assets", "--output", str(out)],
-        cwd=tmp_path,
-        env=image_venv.env(),
-        capture_output=True,
-        text=True,
-        timeout=60,
+    result = image_venv.run(
+        "sqlalchemy-pool-exporter", "assets", "--output", str(out), cwd=tmp_path
     )
     assert result.returncode == 0, result.stderr
     expected = list(iter_assets(ROOT))
@@ -144,14 +126,8 @@ def _start_entrypoint(
 def _healthcheck(image_venv: ImageVenv, cwd: Path, port: int) -> int:
     command = read_dockerfile()[-1].exec_form("HEALTHCHECK")
     assert command[0] == "python"
-    result = subprocess.run(
-        [str(image_venv.bin / "python"), *command[1:]],
-        cwd=cwd,
-        env=image_venv.env(POOL_EXPORTER_LISTEN=f"0.0.0.0:{port}"),
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    listen = {"POOL_EXPORTER_LISTEN": f"0.0.0.0:{port}"}  # the port the container was given
+    result = image_venv.run("python", *command[1:], cwd=cwd, timeout=30, **listen)
     return result.returncode
 
 
@@ -191,13 +167,8 @@ def test_run_and_the_url_plugin_work_from_the_wheel(image_venv: ImageVenv, tmp_p
         "b = create_engine('sqlite://?plugin=pool_exporter&pool_exporter_name=plugged')\n"
         "print(sorted((i.stats.name, i.automatic) for i in e.instrumentations()))"
     )
-    result = subprocess.run(
-        [str(image_venv.bin / "sqlalchemy-pool-exporter"), "run", "--", "python", "-c", code],
-        cwd=tmp_path,
-        env=image_venv.env(),
-        capture_output=True,
-        text=True,
-        timeout=60,
+    result = image_venv.run(
+        "sqlalchemy-pool-exporter", "run", "--", "python", "-c", code, cwd=tmp_path
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout == "[('plugged', False), ('sqlite://', True)]\n"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import subprocess
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -144,3 +145,16 @@ class ImageVenv:
         env["PATH"] = f"{self.bin}{os.pathsep}{os.environ.get('PATH', '')}"
         env.update(overrides)
         return env
+
+    def run(
+        self, program: str, *args: str, cwd: Path, timeout: float = 60, **env: str
+    ) -> subprocess.CompletedProcess[str]:
+        """``program`` of the venv run in the image's environment (``env`` overrides it)."""
+        return subprocess.run(
+            [str(self.bin / program), *args],
+            cwd=cwd,
+            env=self.env(**env),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )

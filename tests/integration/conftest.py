@@ -3,7 +3,8 @@
 Its fixtures (``sidecar``, ``sidecar_factory``, ``sidecar_process``,
 ``sidecar_process_factory``) live in ``tests/conftest.py``, so unit tests use the same
 ones; the helpers stay importable from here as well. ``programs`` holds the programs a
-process-exit test starts (``tests/integration/exit_harness.py``).
+process-exit test starts (``tests/integration/exit_harness.py``), ``servers`` the app
+servers a test starts (``tests/integration/servers.py``).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.integration.exit_harness import Program
+from tests.integration.servers import ServerProcess
 from tests.sidecars import ROOT as ROOT
 from tests.sidecars import RunningSidecar as RunningSidecar
 from tests.sidecars import start_sidecar as start_sidecar
@@ -26,3 +28,12 @@ def programs() -> Iterator[list[Program]]:
     yield started
     for program in started:
         program.kill()
+
+
+@pytest.fixture
+def servers() -> Iterator[list[ServerProcess]]:
+    """Servers a test starts (servers.ServerProcess); all stopped afterwards."""
+    started: list[ServerProcess] = []
+    yield started
+    for server in started:
+        server.stop()

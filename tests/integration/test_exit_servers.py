@@ -32,7 +32,7 @@ from tests.integration.exit_harness import (
     push_env,
     require_redis,
 )
-from tests.integration.test_gunicorn import free_port, isolation_flags
+from tests.integration.servers import free_port, isolation_flags
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 REQUESTS = 300

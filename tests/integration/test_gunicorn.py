@@ -7,77 +7,39 @@ a worker and ``max_requests`` recycling — and never go down.
 
 from __future__ import annotations
 
-import functools
 import os
 import signal
-import socket
-import subprocess
-import sys
 import time
 import urllib.request
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import gunicorn  # noqa: F401  (a missing gunicorn must fail, not skip)
 import pytest
 
-from tests.integration.conftest import ROOT, RunningSidecar, start_sidecar, start_sidecar_process
+from tests.integration.conftest import RunningSidecar, start_sidecar, start_sidecar_process
+from tests.integration.servers import ServerProcess, free_port, gunicorn_command, push_env
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 INTERVAL = 0.5
 APP = "gunicorn-test"
 
 
-@functools.cache
-def isolation_flags() -> tuple[str, ...]:
-    """gunicorn ≥ 25 shares one control socket per user: concurrent masters would clash."""
-    help_text = subprocess.run(
-        [sys.executable, "-m", "gunicorn", "--help"], capture_output=True, text=True, check=True
-    ).stdout
-    return ("--no-control-socket",) if "--no-control-socket" in help_text else ()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class Gunicorn:
+class Gunicorn(ServerProcess):
     """A gunicorn master serving the test app, pushing to ``push_url``."""
 
     def __init__(self, tmp: Path, push_url: str, *flags: str) -> None:
         self.port = free_port()
-        env = {k: v for k, v in os.environ.items() if not k.startswith("POOL_EXPORTER_")}
-        env.update(
-            GUNICORN_APP_DB=str(tmp / "app.db"),
-            POOL_EXPORTER_PUSH_URL=push_url,
-            POOL_EXPORTER_PUSH_INTERVAL=str(INTERVAL),
-            POOL_EXPORTER_APP=APP,
-            POOL_EXPORTER_LEAK_THRESHOLD="0.5",
-            PYTHONPATH=str(ROOT),
-        )
-        self.log_path = tmp / "gunicorn.log"
-        self.log = open(self.log_path, "w")  # noqa: SIM115
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "gunicorn",
-                "--preload",
-                "-b",
-                f"127.0.0.1:{self.port}",
-                "--graceful-timeout",
-                "5",
-                *isolation_flags(),
-                *flags,
-                "tests.integration.gunicorn_app:app",
-            ],
-            env=env,
-            cwd=ROOT,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
+        super().__init__(
+            gunicorn_command("tests.integration.gunicorn_app:app", self.port, *flags),
+            push_env(
+                push_url,
+                INTERVAL,
+                APP,
+                GUNICORN_APP_DB=str(tmp / "app.db"),
+                POOL_EXPORTER_LEAK_THRESHOLD="0.5",
+            ),
+            tmp / "gunicorn.log",
         )
 
     def get(self, path: str) -> float:
@@ -99,19 +61,8 @@ class Gunicorn:
         try:
             sc.wait_until(lambda: processes(sc) == n, timeout=timeout)
         except pytest.fail.Exception:
-            self.log.flush()
-            tail = self.log_path.read_text().splitlines()[-15:]
+            tail = self.log().splitlines()[-15:]
             pytest.fail(f"{processes(sc)} processes, not {n}; gunicorn log:\n" + "\n".join(tail))
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        self.log.close()
 
 
 def checkouts(sc: RunningSidecar) -> float | None:
@@ -130,23 +81,15 @@ def expect_exact(sc: RunningSidecar, total: int) -> None:
     assert sc.value("sqlalchemy_pool_wait_seconds_count", app=APP, pool="main") == total
 
 
-@pytest.fixture
-def gunicorn_factory() -> Iterator[list[Gunicorn]]:
-    started: list[Gunicorn] = []
-    yield started
-    for g in started:
-        g.stop()
-
-
 def test_exact_counts_through_sidecar_restart_and_kill_9(
-    tmp_path: Path, gunicorn_factory: list[Gunicorn]
+    tmp_path: Path, servers: list[ServerProcess]
 ) -> None:
     metrics_port, push_port = free_port(), free_port()
     fixed = ("--listen", f"127.0.0.1:{metrics_port}", "--push-listen", f"127.0.0.1:{push_port}")
     sc = start_sidecar_process(*fixed)
     try:
         g = Gunicorn(tmp_path, sc.push_url, "-w", "4")
-        gunicorn_factory.append(g)
+        servers.append(g)
         # 4 workers and the preloading master (its pool is instrumented, and idle)
         g.wait_for_processes(sc, 5)
         assert checkouts(sc) == 0
@@ -207,12 +150,12 @@ def test_exact_counts_through_sidecar_restart_and_kill_9(
 
 
 def test_max_requests_recycling_keeps_totals_exact_and_series_constant(
-    tmp_path: Path, gunicorn_factory: list[Gunicorn]
+    tmp_path: Path, servers: list[ServerProcess]
 ) -> None:
     sc = start_sidecar()
     try:
         g = Gunicorn(tmp_path, sc.push_url, "-w", "3", "--max-requests", "15")
-        gunicorn_factory.append(g)
+        servers.append(g)
         g.wait_for_processes(sc, 4)
         series = sorted(k for k in sc.metrics_text().splitlines() if k.startswith("sqlalchemy_"))
         names = [line.split(" ")[0] for line in series]

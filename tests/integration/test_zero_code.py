@@ -15,7 +15,6 @@ import subprocess
 import sys
 import textwrap
 import urllib.request
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -25,7 +24,7 @@ import uvicorn  # noqa: F401  (likewise)
 
 from tests.conftest import require_binary
 from tests.integration.conftest import ROOT, RunningSidecar
-from tests.integration.test_gunicorn import free_port, isolation_flags
+from tests.integration.servers import ServerProcess, free_port, gunicorn_command
 
 pytestmark = [pytest.mark.integration]
 RUN = [sys.executable, "-m", "sqlalchemy_pool_exporter", "run", "--"]
@@ -57,16 +56,12 @@ def pool_value(sc: RunningSidecar, name: str, app: str) -> float | None:
     return sum(values) if values else None
 
 
-class Served:
+class Served(ServerProcess):
     """A server started under ``run``, and how to drive it."""
 
     def __init__(self, command: list[str], env: dict[str, str], port: int, log: Path) -> None:
         self.port = port
-        self.log_path = log
-        self.log = open(log, "w")  # noqa: SIM115
-        self.proc = subprocess.Popen(
-            [*RUN, *command], env=env, cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT
-        )
+        super().__init__([*RUN, *command], env, log)
 
     def query(self, _: int = 0) -> None:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/query", timeout=15) as r:
@@ -82,27 +77,10 @@ class Served:
                 lambda: pool_value(sc, "sqlalchemy_pool_processes", app) == processes, timeout=60
             )
         except pytest.fail.Exception:
-            self.log.flush()
-            pytest.fail("server log:\n" + "\n".join(self.log_path.read_text().splitlines()[-20:]))
+            pytest.fail("server log:\n" + "\n".join(self.log().splitlines()[-20:]))
 
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        self.log.close()
-        return self.proc.returncode
-
-
-@pytest.fixture
-def served() -> Iterator[list[Served]]:
-    started: list[Served] = []
-    yield started
-    for server in started:
-        server.stop()
+    def stop(self, timeout: float = 30.0) -> int:
+        return super().stop(timeout)
 
 
 def expect_checkouts(sc: RunningSidecar, app: str, n: int) -> None:
@@ -113,22 +91,14 @@ def expect_checkouts(sc: RunningSidecar, app: str, n: int) -> None:
 
 @pytest.mark.slow
 def test_gunicorn_three_workers(
-    tmp_path: Path, sidecar: RunningSidecar, served: list[Served]
+    tmp_path: Path, sidecar: RunningSidecar, servers: list[ServerProcess]
 ) -> None:
     port = free_port()
-    command = [
-        sys.executable,
-        "-m",
-        "gunicorn",
-        "-w",
-        "3",
-        "-b",
-        f"127.0.0.1:{port}",
-        *isolation_flags(),
-        "tests.integration.zero_code_wsgi:app",
-    ]
+    command = gunicorn_command(
+        "tests.integration.zero_code_wsgi:app", port, "-w", "3", preload=False
+    )
     server = Served(command, environment(tmp_path, sidecar, "zc-gunicorn"), port, tmp_path / "log")
-    served.append(server)
+    servers.append(server)
     server.wait_for(sidecar, "zc-gunicorn", 3)  # the workers; the master has no engine
     assert pool_value(sidecar, "sqlalchemy_pool_checkouts_total", "zc-gunicorn") == 0
     server.drive(60)
@@ -141,7 +111,7 @@ def test_gunicorn_three_workers(
 
 @pytest.mark.slow
 def test_uvicorn_two_spawned_workers_with_an_asyncio_engine(
-    tmp_path: Path, sidecar: RunningSidecar, served: list[Served]
+    tmp_path: Path, sidecar: RunningSidecar, servers: list[ServerProcess]
 ) -> None:
     port = free_port()
     command = [
@@ -158,7 +128,7 @@ def test_uvicorn_two_spawned_workers_with_an_asyncio_engine(
         "tests.integration.zero_code_asgi:app",
     ]
     server = Served(command, environment(tmp_path, sidecar, "zc-uvicorn"), port, tmp_path / "log")
-    served.append(server)
+    servers.append(server)
     server.wait_for(sidecar, "zc-uvicorn", 2)
     server.drive(40)
     expect_checkouts(sidecar, "zc-uvicorn", 40)

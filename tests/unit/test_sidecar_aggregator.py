@@ -10,17 +10,8 @@ from sqlalchemy_pool_exporter.sidecar.api import api_document
 from sqlalchemy_pool_exporter.sidecar.server import Sidecar
 from sqlalchemy_pool_exporter.sidecar.settings import SidecarSettings
 from sqlalchemy_pool_exporter.sidecar.views import aggregated_items, per_process_items
-from tests.unit.sidecar_payloads import encode, payload, pool
-
-
-class Clock:
-    """A hand-driven monotonic clock."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.unit.sidecar_ingest import Clock, push
+from tests.unit.sidecar_payloads import pool
 
 
 @pytest.fixture
@@ -32,10 +23,6 @@ def clock() -> Clock:
 def sc(clock: Clock) -> Sidecar:
     """A sidecar that is never started: pushes go straight to ``ingest``."""
     return Sidecar(SidecarSettings(max_processes=3), clock=clock)
-
-
-def push(sc: Sidecar, *args: Any, **kwargs: Any) -> tuple[int, dict[str, Any]]:
-    return sc.ingest(encode(payload(*args, **kwargs)))
 
 
 def agg(sc: Sidecar, app: str = "shop", name: str = "db") -> dict[str, Any]:

@@ -11,17 +11,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy_pool_exporter.sidecar.server import Sidecar
 from sqlalchemy_pool_exporter.sidecar.settings import SidecarSettings
 from sqlalchemy_pool_exporter.sidecar.views import aggregated_items
+from tests.unit.sidecar_ingest import Clock, push
 from tests.unit.sidecar_payloads import BUCKETS, encode, histogram, payload, pool
-
-
-class Clock:
-    """A hand-driven monotonic clock."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture
@@ -31,10 +22,6 @@ def clock() -> Clock:
 
 def make(clock: Clock, **settings: Any) -> Sidecar:
     return Sidecar(SidecarSettings(**settings), clock=clock)
-
-
-def push(sc: Sidecar, *args: Any, **kwargs: Any) -> tuple[int, dict[str, Any]]:
-    return sc.ingest(encode(payload(*args, **kwargs)))
 
 
 def checkouts(sc: Sidecar, app: str = "shop", name: str = "db") -> int:

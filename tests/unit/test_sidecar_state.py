@@ -17,17 +17,8 @@ from sqlalchemy_pool_exporter.sidecar.server import Sidecar
 from sqlalchemy_pool_exporter.sidecar.settings import SidecarSettings
 from sqlalchemy_pool_exporter.sidecar.state import FORMAT
 from sqlalchemy_pool_exporter.sidecar.views import aggregated_items, per_process_items
+from tests.unit.sidecar_ingest import Clock
 from tests.unit.sidecar_payloads import encode, histogram, payload, pool
-
-
-class Clock:
-    """A hand-driven monotonic clock."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def sidecar(state: Path, clock: Clock | None = None, **settings: Any) -> Sidecar:

@@ -112,11 +112,22 @@ def _sites(pool: dict[str, Any], n: int) -> str:
     return "; ".join(shown) or "-"
 
 
+def _gauge_cells(g: dict[str, Any]) -> tuple[str, ...]:
+    # The same six columns for a pool's sums and for each of its processes.
+    return (
+        _in_use(g),
+        _percent(g.get("utilization_ratio")),
+        _percent(g.get("peak_utilization_ratio")),
+        str(g.get("pending", 0)),
+        _seconds(g.get("oldest_checkout_seconds")),
+        str(g.get("leaked_connections", 0)),
+    )
+
+
 def rows(doc: dict[str, Any], sites: int = 2) -> list[tuple[str, ...]]:
     """Table rows (without the header): a pool row, then one row per process."""
     out: list[tuple[str, ...]] = []
     for pool in doc.get("pools", []):
-        g = pool["gauges"]
         if not pool["processes"]:
             out.append((pool["app"], pool["pool"], "0", *["-"] * 6, NO_LIVE_PROCESS))
             continue
@@ -125,31 +136,12 @@ def rows(doc: dict[str, Any], sites: int = 2) -> list[tuple[str, ...]]:
                 pool["app"],
                 pool["pool"],
                 str(pool["processes"]),
-                _in_use(g),
-                _percent(g.get("utilization_ratio")),
-                _percent(g.get("peak_utilization_ratio")),
-                str(g.get("pending", 0)),
-                _seconds(g.get("oldest_checkout_seconds")),
-                str(g.get("leaked_connections", 0)),
+                *_gauge_cells(pool["gauges"]),
                 _sites(pool, sites),
             )
         )
         for proc in pool.get("per_process", []):
-            p = proc["gauges"]
-            out.append(
-                (
-                    "",
-                    f"  └ {proc['process']}",
-                    "",
-                    _in_use(p),
-                    _percent(p.get("utilization_ratio")),
-                    _percent(p.get("peak_utilization_ratio")),
-                    str(p.get("pending", 0)),
-                    _seconds(p.get("oldest_checkout_seconds")),
-                    str(p.get("leaked_connections", 0)),
-                    "",
-                )
-            )
+            out.append(("", f"  └ {proc['process']}", "", *_gauge_cells(proc["gauges"]), ""))
         omitted = pool.get("per_process_omitted", 0)
         if omitted:
             out.append(("", f"  … {omitted} more", *[""] * (len(COLUMNS) - 2)))

@@ -19,7 +19,8 @@ import redis
 from celery import Celery
 
 from tests.integration.conftest import RunningSidecar
-from tests.integration.frameworks.conftest import ServerProcess, app_env, require_redis
+from tests.integration.frameworks.conftest import app_env, require_redis
+from tests.integration.servers import ServerProcess
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 BROKER = "redis://127.0.0.1:6379/0"

@@ -17,16 +17,8 @@ from pathlib import Path
 import pytest
 
 from tests.integration.conftest import ROOT, RunningSidecar
-from tests.integration.frameworks.conftest import (
-    HERE,
-    ServerProcess,
-    app_env,
-    drive,
-    free_port,
-    http_get,
-    wait_http,
-)
-from tests.integration.test_gunicorn import isolation_flags
+from tests.integration.frameworks.conftest import HERE, app_env, drive, http_get, wait_http
+from tests.integration.servers import ServerProcess, free_port, gunicorn_command
 
 pytestmark = [pytest.mark.integration]
 NOT_A_NUMBER = "Input should be a valid number, unable to parse string as a number"
@@ -165,17 +157,7 @@ def test_start_http_server_in_every_gunicorn_worker_never_takes_the_app_down(
 ) -> None:
     port, metrics_port = free_port(), free_port()
     server = ServerProcess(
-        [
-            sys.executable,
-            "-m",
-            "gunicorn",
-            "-w",
-            "3",
-            "-b",
-            f"127.0.0.1:{port}",
-            *isolation_flags(),
-            "http_server_app:app",
-        ],
+        gunicorn_command("http_server_app:app", port, "-w", "3", preload=False),
         app_env(
             None,
             HTTP_SERVER_APP_DB=str(tmp_path / "app.db"),

@@ -14,15 +14,9 @@ from pathlib import Path
 import pytest
 
 from tests.integration.conftest import RunningSidecar
-from tests.integration.frameworks.conftest import (
-    HERE,
-    ServerProcess,
-    app_env,
-    drive,
-    free_port,
-    wait_http,
-)
+from tests.integration.frameworks.conftest import HERE, app_env, drive, wait_http
 from tests.integration.pgcluster import PgCluster
+from tests.integration.servers import ServerProcess, free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -9,21 +9,13 @@ read it; at shutdown every worker's final push retires it, so none has to expire
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
 from tests.integration.conftest import RunningSidecar
-from tests.integration.frameworks.conftest import (
-    HERE,
-    ServerProcess,
-    app_env,
-    drive,
-    free_port,
-    wait_http,
-)
-from tests.integration.test_gunicorn import isolation_flags
+from tests.integration.frameworks.conftest import HERE, app_env, drive, wait_http
+from tests.integration.servers import ServerProcess, free_port, gunicorn_command
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -33,22 +25,9 @@ def test_flask_sqlalchemy_binds_under_preloading_gunicorn(
 ) -> None:
     port = free_port()
     server = ServerProcess(
-        [
-            sys.executable,
-            "-m",
-            "gunicorn",
-            "--preload",
-            "-w",
-            "3",
-            "-b",
-            f"127.0.0.1:{port}",
-            "-c",
-            str(HERE / "gunicorn_conf.py"),
-            "--graceful-timeout",
-            "5",
-            *isolation_flags(),
-            "flask_app:create_app()",
-        ],
+        gunicorn_command(
+            "flask_app:create_app()", port, "-w", "3", "-c", str(HERE / "gunicorn_conf.py")
+        ),
         app_env(sidecar.push_url, FLASK_APP_DIR=str(tmp_path)),
         tmp_path / "gunicorn.log",
     )

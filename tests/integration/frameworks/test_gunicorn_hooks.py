@@ -10,24 +10,15 @@
 from __future__ import annotations
 
 import json
-import sys
 from collections import defaultdict
 from pathlib import Path
 
 import pytest
 
 from tests.integration.conftest import RunningSidecar
-from tests.integration.frameworks.conftest import (
-    HERE,
-    ServerProcess,
-    app_env,
-    drive,
-    free_port,
-    http_get,
-    wait_http,
-)
+from tests.integration.frameworks.conftest import HERE, app_env, drive, http_get, wait_http
 from tests.integration.pgcluster import PgCluster
-from tests.integration.test_gunicorn import isolation_flags
+from tests.integration.servers import ServerProcess, free_port, gunicorn_command
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 MULTIPROCESS_LINE = (
@@ -42,22 +33,9 @@ def start(pg: PgCluster, tmp_path: Path, push_url: str | None) -> tuple[ServerPr
     metrics_dir = tmp_path / "prometheus-multiproc"
     metrics_dir.mkdir()
     server = ServerProcess(
-        [
-            sys.executable,
-            "-m",
-            "gunicorn",
-            "--preload",
-            "-w",
-            "3",
-            "-b",
-            f"127.0.0.1:{port}",
-            "-c",
-            str(HERE / "gunicorn_conf.py"),
-            "--graceful-timeout",
-            "5",
-            *isolation_flags(),
-            "multiproc_app:app",
-        ],
+        gunicorn_command(
+            "multiproc_app:app", port, "-w", "3", "-c", str(HERE / "gunicorn_conf.py")
+        ),
         app_env(
             push_url,
             MULTIPROC_APP_DB=pg.url("psycopg2"),

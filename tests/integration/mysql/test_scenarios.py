@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import subprocess
 import sys
 import threading
@@ -38,7 +37,8 @@ from sqlalchemy_pool_exporter.probes.mysql import MySQLProbe
 from tests.conftest import wait_for
 from tests.integration.conftest import ROOT, start_sidecar_process
 from tests.integration.mysql.server import MariaDB
-from tests.integration.postgres.helpers import PoolMetrics, expected_counters
+from tests.integration.postgres.helpers import PoolMetrics, expected_counters, run_doctor
+from tests.integration.servers import push_env
 
 APP = Path(__file__).with_name("app.py")
 
@@ -79,19 +79,12 @@ class AppProcess:
     """``app.py``: one instrumented pool in its own process, pushing to ``push_url``."""
 
     def __init__(self, push_url: str, url: str, name: str, **options: Any) -> None:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("POOL_EXPORTER_")}
-        env.update(
-            POOL_EXPORTER_PUSH_URL=push_url,
-            POOL_EXPORTER_PUSH_INTERVAL="0.2",
-            POOL_EXPORTER_APP="shop",
-            PYTHONPATH=str(ROOT),
-        )
         self.proc = subprocess.Popen(
             [sys.executable, str(APP), url, name, json.dumps(options)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
-            env=env,
+            env=push_env(push_url, 0.2, "shop"),
             cwd=ROOT,
         )
         assert self.read() == "ready"
@@ -210,21 +203,7 @@ def test_doctor_names_wait_timeout_and_budget_before_anything_dies(
             apps.append(AppProcess(sidecar.push_url, mariadb.url(), name, **options))
             apps[-1].checkout()
         sidecar.wait_until(lambda: len(sidecar.api()["pools"]) == 2)
-        doctor = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "sqlalchemy_pool_exporter",
-                "doctor",
-                "--url",
-                sidecar.push_url.removesuffix("/v1/push"),  # where /api/diagnosis is served
-                "--json",
-            ],
-            capture_output=True,
-            text=True,
-            timeout=30,
-            cwd=ROOT,
-        )
+        doctor = run_doctor(sidecar)
         assert doctor.returncode == 1, doctor.stderr
         findings = {(f["cause"], f.get("pool")): f for f in json.loads(doctor.stdout)["findings"]}
         assert sorted(findings, key=str) == [(5, "stale"), (9, None)]

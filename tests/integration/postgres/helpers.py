@@ -1,14 +1,17 @@
-"""Helpers of the PostgreSQL scenarios: engines on the test server, metric readers.
+"""Helpers of the database scenarios: engines on the test server, metric readers, doctor.
 
 Scenario tests read what a user would read: the rendered metrics of a private
 prometheus_client registry that ``instrument(engine, registry=...)`` filled.
 Every engine tags its backends with ``application_name`` = the pool name, so a test can
-find (and kill) exactly its own connections on the shared server.
+find (and kill) exactly its own connections on the shared server. The MySQL scenarios
+share the readers, and :func:`run_doctor`: the ``doctor`` command against a real sidecar.
 """
 
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -20,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 import sqlalchemy_pool_exporter
 from sqlalchemy_pool_exporter.protocol.catalog import COUNTER_FIELDS as COUNTER_NAMES
 from tests.integration.pgcluster import PgCluster
+from tests.sidecars import ROOT, RunningSidecar
 
 
 def sync_engine(pg: PgCluster, name: str, **kwargs: Any) -> Engine:
@@ -108,3 +112,17 @@ async def until(predicate: Callable[[], Any], timeout: float = 10.0) -> None:
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout}s")
         await asyncio.sleep(0.01)
+
+
+def run_doctor(sidecar: RunningSidecar, *flags: str) -> subprocess.CompletedProcess[str]:
+    """``doctor --json`` against ``sidecar`` (its push listener serves /api/diagnosis)."""
+    return subprocess.run(
+        [
+            *(sys.executable, "-m", "sqlalchemy_pool_exporter", "doctor"),
+            *("--url", sidecar.push_url.removesuffix("/v1/push"), *flags, "--json"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=ROOT,
+    )

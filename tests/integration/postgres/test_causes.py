@@ -27,21 +27,12 @@ from sqlalchemy.exc import OperationalError
 import sqlalchemy_pool_exporter
 from sqlalchemy_pool_exporter.diagnosis.inputs import Thresholds
 from sqlalchemy_pool_exporter.probes.postgres import DatabaseProbe
-from tests.integration.conftest import start_sidecar_process
+from tests.integration.conftest import ROOT, start_sidecar_process
 from tests.integration.pgcluster import PgCluster, wait_for
-from tests.integration.postgres.helpers import PoolMetrics, expected_counters
+from tests.integration.postgres.helpers import PoolMetrics, expected_counters, run_doctor
+from tests.integration.servers import push_env
 
-ROOT = Path(__file__).resolve().parents[3]
 APP = Path(__file__).with_name("attribution_app.py")
-
-
-@pytest.fixture
-def engines() -> Iterator[list[Engine]]:
-    made: list[Engine] = []
-    yield made
-    for engine in made:
-        sqlalchemy_pool_exporter.uninstrument(engine)
-        engine.dispose()
 
 
 def stamped_engine(made: list[Engine], url: str, **kwargs: Any) -> Engine:
@@ -193,19 +184,12 @@ class AppProcess:
     """One attribution_app.py process, pushing to a sidecar."""
 
     def __init__(self, pg: PgCluster, push_url: str, mode: str) -> None:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("POOL_EXPORTER_")}
-        env.update(
-            POOL_EXPORTER_PUSH_URL=push_url,
-            POOL_EXPORTER_PUSH_INTERVAL="0.2",
-            POOL_EXPORTER_APP="shop",
-            PYTHONPATH=str(ROOT),
-        )
         self.proc = subprocess.Popen(
             [sys.executable, str(APP), pg.url(), mode],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
-            env=env,
+            env=push_env(push_url, 0.2, "shop"),
             cwd=ROOT,
         )
         assert self.proc.stdout is not None
@@ -244,23 +228,7 @@ def test_cause_3_idle_in_transaction_names_the_process(pg: PgCluster) -> None:
         }
         assert held[str(culprit.pid)]["server_state"] == "idle in transaction"
         assert held[str(bystander.pid)]["server_state"] == "idle"
-        doctor = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "sqlalchemy_pool_exporter",
-                "doctor",
-                "--url",
-                sidecar.push_url.removesuffix("/v1/push"),  # where /api/diagnosis is served
-                "--threshold",
-                "idle_in_transaction_seconds=0.2",
-                "--json",
-            ],
-            capture_output=True,
-            text=True,
-            timeout=30,
-            cwd=ROOT,
-        )
+        doctor = run_doctor(sidecar, "--threshold", "idle_in_transaction_seconds=0.2")
         assert doctor.returncode == 1, doctor.stderr
         doc = json.loads(doctor.stdout)
         assert [f["cause"] for f in doc["findings"]] == [3]

@@ -11,22 +11,17 @@ master lends its pool to the workers and serves nothing itself.
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 import time
 import urllib.request
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import gunicorn  # noqa: F401  (a missing gunicorn must fail, not skip)
 import pytest
 
-from tests.integration.conftest import ROOT, RunningSidecar
+from tests.integration.conftest import RunningSidecar
 from tests.integration.pgcluster import PgCluster
-from tests.integration.test_gunicorn import free_port, isolation_flags
+from tests.integration.servers import ServerProcess, free_port, gunicorn_command, push_env
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 APP = "fork-test"
@@ -39,41 +34,26 @@ WARNING = (
 )
 
 
-class ForkApp:
+class ForkApp(ServerProcess):
     """gunicorn --preload with WORKERS sync workers, pushing to ``push_url``."""
 
     def __init__(self, tmp: Path, pg: PgCluster, push_url: str, *flags: str) -> None:
         self.port = free_port()
-        env = {k: v for k, v in os.environ.items() if not k.startswith("POOL_EXPORTER_")}
-        env.update(
-            FORK_APP_DB_URL=pg.url("psycopg2", connect_timeout="5", application_name=APP),
-            POOL_EXPORTER_PUSH_URL=push_url,
-            POOL_EXPORTER_PUSH_INTERVAL=str(INTERVAL),
-            POOL_EXPORTER_APP=APP,
-            PYTHONPATH=str(ROOT),
-        )
-        self.log_path = tmp / "gunicorn.log"
-        self.log = open(self.log_path, "w")  # noqa: SIM115
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "gunicorn",
-                "--preload",
+        super().__init__(
+            gunicorn_command(
+                "tests.integration.postgres.gunicorn_fork_app:app",
+                self.port,
                 "-w",
                 str(WORKERS),
-                "-b",
-                f"127.0.0.1:{self.port}",
-                "--graceful-timeout",
-                "5",
-                *isolation_flags(),
                 *flags,
-                "tests.integration.postgres.gunicorn_fork_app:app",
-            ],
-            env=env,
-            cwd=ROOT,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
+            ),
+            push_env(
+                push_url,
+                INTERVAL,
+                APP,
+                FORK_APP_DB_URL=pg.url("psycopg2", connect_timeout="5", application_name=APP),
+            ),
+            tmp / "gunicorn.log",
         )
 
     def query(self) -> tuple[int, int]:
@@ -85,26 +65,7 @@ class ForkApp:
         return int(worker), int(backend)
 
     def log_lines(self) -> list[str]:
-        self.log.flush()
-        return self.log_path.read_text().splitlines()
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        self.log.close()
-
-
-@pytest.fixture
-def fork_apps() -> Iterator[list[ForkApp]]:
-    started: list[ForkApp] = []
-    yield started
-    for app in started:
-        app.stop()
+        return self.log().splitlines()
 
 
 def value(sc: RunningSidecar, name: str) -> float | None:
@@ -135,10 +96,10 @@ def assert_capacity_of_workers_only(sc: RunningSidecar) -> None:
 
 
 def test_workers_of_a_preloading_master_share_its_connection_and_say_so(
-    tmp_path: Path, pg: PgCluster, sidecar: RunningSidecar, fork_apps: list[ForkApp]
+    tmp_path: Path, pg: PgCluster, sidecar: RunningSidecar, servers: list[ServerProcess]
 ) -> None:
     app = ForkApp(tmp_path, pg, sidecar.push_url)
-    fork_apps.append(app)
+    servers.append(app)
     wait_ready(sidecar, app)
     # One request at a time: concurrent ones would interleave on the shared socket.
     served = [app.query() for _ in range(12)]
@@ -154,11 +115,11 @@ def test_workers_of_a_preloading_master_share_its_connection_and_say_so(
 
 
 def test_dispose_in_post_fork_leaves_nothing_to_count(
-    tmp_path: Path, pg: PgCluster, sidecar: RunningSidecar, fork_apps: list[ForkApp]
+    tmp_path: Path, pg: PgCluster, sidecar: RunningSidecar, servers: list[ServerProcess]
 ) -> None:
     conf = Path(__file__).with_name("gunicorn_fork_conf.py")
     app = ForkApp(tmp_path, pg, sidecar.push_url, "-c", str(conf))
-    fork_apps.append(app)
+    servers.append(app)
     wait_ready(sidecar, app)
     with ThreadPoolExecutor(4) as pool:
         served = list(pool.map(lambda _: app.query(), range(24)))
