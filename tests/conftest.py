@@ -16,9 +16,11 @@ tools) — so ``pytest -m unit`` is the fast loop. Tests wait for conditions wit
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import os
 import shutil
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -56,6 +58,19 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, step: float = 
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout}s: {predicate}")
         time.sleep(step)
+
+
+async def threads_finished(before: set[threading.Thread], timeout: float = 10.0) -> None:
+    """Await, on a running loop, the end of every thread started since ``before``.
+
+    aiosqlite answers each connection from a thread of its own: one whose connection was
+    terminated may still deliver a last result, which must reach a loop that is running.
+    """
+    deadline = time.monotonic() + timeout
+    while set(threading.enumerate()) - before:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"threads still running after {timeout}s")
+        await asyncio.sleep(0.01)
 
 
 def load_script(path: Path, name: str) -> ModuleType:

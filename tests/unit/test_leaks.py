@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import threading
 import time
 import warnings
 from collections.abc import Callable
@@ -16,7 +17,7 @@ from sqlalchemy import Engine, text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 import sqlalchemy_pool_exporter
-from tests.conftest import wait_for
+from tests.conftest import threads_finished, wait_for
 
 
 def sample(registry: CollectorRegistry, name: str, pool: str) -> float | None:
@@ -128,6 +129,8 @@ def test_async_connection_reclaimed_by_gc_is_counted(
         await conn.execute(text("SELECT 1"))
         del conn
 
+    threads_before = set(threading.enumerate())
+
     async def main() -> None:
         await leak()
         with warnings.catch_warnings():
@@ -138,6 +141,7 @@ def test_async_connection_reclaimed_by_gc_is_counted(
         while sample(registry, "sqlalchemy_pool_gc_reclaimed_total", "agc") != 1:
             assert time.monotonic() < deadline, "the reclaimed connection was not counted"
             await asyncio.sleep(0.01)
+        await threads_finished(threads_before)
 
     asyncio.run(main())
     try:

@@ -27,6 +27,7 @@ from sqlalchemy.orm import Session
 import sqlalchemy_pool_exporter
 from sqlalchemy_pool_exporter.instrumentation import acquire
 from sqlalchemy_pool_exporter.instrumentation.registry import reporter
+from tests.conftest import threads_finished
 
 #: What SQLAlchemy says when it reclaims an asyncio connection the app dropped.
 RECLAIM_WARNING = "The garbage collector is trying to clean up non-checked-in connection"
@@ -150,6 +151,8 @@ def test_async_connection_dropped_without_close_is_back_at_once(
     stats = sqlalchemy_pool_exporter.instrument(engine, name="adrop", registry=registry)
     assert stats.capture_sites
 
+    threads_before = set(threading.enumerate())
+
     async def main(engine: AsyncEngine) -> int:
         drops = 0
         for _pool in range(3):
@@ -163,6 +166,7 @@ def test_async_connection_dropped_without_close_is_back_at_once(
                 drops += 1
                 assert_returned(engine.sync_engine, registry, "adrop", drops)
             await engine.dispose()
+        await threads_finished(threads_before)
         return drops
 
     try:
