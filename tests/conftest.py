@@ -17,6 +17,7 @@ tools) — so ``pytest -m unit`` is the fast loop. Tests wait for conditions wit
 from __future__ import annotations
 
 import asyncio
+import gc
 import importlib.util
 import os
 import shutil
@@ -32,6 +33,7 @@ from prometheus_client import CollectorRegistry
 from sqlalchemy import Engine, create_engine
 
 import sqlalchemy_pool_exporter
+from sqlalchemy_pool_exporter.instrumentation import registry as instrumented
 from tests.sidecars import RunningSidecar, start_sidecar, start_sidecar_process
 
 IN_CI = bool(os.environ.get("CI"))
@@ -91,6 +93,17 @@ def require_binary(name: str) -> str:
             pytest.fail(message + " (CI must run every integration test)")
         pytest.skip(message)
     return path
+
+
+@pytest.fixture(autouse=True)
+def no_retired_stats() -> None:
+    """Each test starts with no dropped engine's stats waiting for a successor.
+
+    An engine of an earlier test that the cyclic garbage collector frees during this one
+    would otherwise hand its counts to an engine of the same name here.
+    """
+    gc.collect()
+    instrumented.clear_retired()
 
 
 @pytest.fixture

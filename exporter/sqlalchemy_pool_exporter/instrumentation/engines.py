@@ -123,8 +123,12 @@ def instrument(
         if existing is not None:
             inst = existing
         else:
-            stats = PoolStats(
-                instrumented.unique_name(name or default_name(sync)),
+            unique = instrumented.unique_name(name or default_name(sync))
+            # A dropped engine of this name carries on, with the same options.
+            stats = instrumented.claim(
+                unique, lambda old: _same_options(old, None, settings, bounds)
+            ) or PoolStats(
+                unique,
                 leak_threshold=settings.leak_threshold,
                 peak_window=settings.peak_window,
                 buckets=bounds,

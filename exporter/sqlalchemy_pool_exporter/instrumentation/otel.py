@@ -50,6 +50,7 @@ from sqlalchemy_pool_exporter.instrumentation.histogram import DEFAULT_BUCKETS
 from sqlalchemy_pool_exporter.instrumentation.registry import Instrumentation
 from sqlalchemy_pool_exporter.instrumentation.replay import Cursor, replay
 from sqlalchemy_pool_exporter.instrumentation.snapshot import pool_snapshot
+from sqlalchemy_pool_exporter.instrumentation.stats import PoolStats
 from sqlalchemy_pool_exporter.logs import get_logger
 from sqlalchemy_pool_exporter.protocol.catalog import (
     INFO_LABELS,
@@ -95,7 +96,9 @@ class Bridge:
         self._pools: list[_Pool] = []
         self._last_index = _NEVER
         self._warned_at = -math.inf
-        self._cursors: weakref.WeakKeyDictionary[Instrumentation, dict[str, Cursor]] = (
+        # By stats, not instrumentation: a new engine may carry on a dropped one's stats,
+        # and its histograms must go on from where they were replayed to.
+        self._cursors: weakref.WeakKeyDictionary[PoolStats, dict[str, Cursor]] = (
             weakref.WeakKeyDictionary()
         )
         self._histograms: list[tuple[str, Any]] = []
@@ -176,7 +179,7 @@ class Bridge:
                 continue
             attributes = {OTEL_POOL_ATTRIBUTE: inst.stats.name}
             pools.append((attributes, snap))
-            cursors = self._cursors.setdefault(inst, {})
+            cursors = self._cursors.setdefault(inst.stats, {})
             for field, histogram in self._histograms:
                 record = functools.partial(_record, histogram, attributes)
                 data = snap["histograms"][field]

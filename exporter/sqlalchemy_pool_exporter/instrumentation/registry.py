@@ -1,17 +1,28 @@
 """The instrumented engines of this process, each with its stats and wiring.
 
 The registry maps each instrumented engine to its :class:`Instrumentation`. It holds
-engines weakly: an engine the app drops is forgotten with its stats, so instrumenting
-short-lived engines leaks nothing. Names are unique within a process: a second engine
-with the same URL gets ``name#2``. Readers (the embedded collector, the pusher, the
-monitor thread) take :func:`instrumentations`; only
-:mod:`~sqlalchemy_pool_exporter.instrumentation.engines` adds and removes.
+engines weakly: an engine the app drops is forgotten, so instrumenting short-lived
+engines leaks nothing. Names are unique among the live engines of a process: a second
+engine with the same URL gets ``name#2``.
+
+A dropped engine's stats are *retired* under its name, holding no connection of its, and
+the next engine instrumented with that name and the same options carries them on
+(:func:`claim`). An app that replaces its engine (a reload, or an engine made for every
+request) keeps one pool whose counters only grow, as its series in Prometheus and the
+sidecar do: without this, each engine would start from zero, and whatever a short-lived
+one counted between two scrapes or pushes would be lost. Only the last
+:data:`RETIRED_MAX` names are kept; a forked child keeps none (its parent's counts are
+the parent's). Readers (the embedded collector, the pusher, the monitor thread) take
+:func:`instrumentations`; only :mod:`~sqlalchemy_pool_exporter.instrumentation.engines`
+adds, claims and removes.
 """
 
 from __future__ import annotations
 
 import threading
 import weakref
+from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy.engine import Engine
@@ -27,6 +38,9 @@ reporter = RateLimitedReporter(log)
 #: Guards the registry; also held across fork() (see runtime).
 lock = threading.RLock()
 _registry: dict[int, Instrumentation] = {}
+#: How many dropped engines' stats wait for a successor, by name, oldest out first.
+RETIRED_MAX = 64
+_retired: OrderedDict[str, PoolStats] = OrderedDict()
 
 
 class Instrumentation:
@@ -106,6 +120,28 @@ def _forget(key: int, inst: Instrumentation) -> None:
     with lock:
         if _registry.get(key) is inst:
             del _registry[key]
+            stats = inst.stats
+            stats.release_connections()
+            _retired.pop(stats.name, None)
+            _retired[stats.name] = stats
+            while len(_retired) > RETIRED_MAX:
+                _retired.popitem(last=False)
+
+
+def claim(name: str, fits: Callable[[PoolStats], bool]) -> PoolStats | None:
+    """The retired stats of a dropped engine named ``name``, if ``fits`` them; taken."""
+    with lock:
+        stats = _retired.get(name)
+        if stats is None or not fits(stats):
+            return None
+        del _retired[name]
+        return stats
+
+
+def clear_retired() -> None:
+    """Forget every dropped engine's stats (a forked child's are its parent's)."""
+    with lock:
+        _retired.clear()
 
 
 def instrumentations() -> list[Instrumentation]:

@@ -153,6 +153,7 @@ def _after_fork_child() -> None:
     forks.after_fork_child()  # reads what the parent held: before the reset
     for inst in registry.instrumentations():
         inst.stats.reset()
+    registry.clear_retired()
     _identity = ProcessIdentity(app=_identity.app) if _identity is not None else None
     _monitor = None
     old_pusher, _pusher = _pusher, None

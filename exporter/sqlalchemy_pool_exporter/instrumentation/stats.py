@@ -70,6 +70,7 @@ class PoolStats:
 
     # Slots: the hot path updates a few of these on every checkout.
     __slots__ = (
+        "__weakref__",  # readers may key what they keep per pool by its stats
         "_slot_seconds",
         "_slot_start",
         "_slots",
@@ -161,6 +162,11 @@ class PoolStats:
         self.peak = 0
         self._slots.clear()
         self._slot_start = time.monotonic()
+
+    def release_connections(self) -> None:
+        """Let go of every connection record held (the engine is gone): keep the counts."""
+        self.held.clear()
+        self.leaked.clear()
 
     @property
     def checkouts(self) -> int:
