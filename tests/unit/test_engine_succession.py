@@ -9,7 +9,6 @@ pool that opens a connection for every checkout must be diagnosed as such.
 from __future__ import annotations
 
 import gc
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -26,16 +25,6 @@ from tests.unit.test_fork import in_child
 CHECKOUTS = "sqlalchemy_pool_checkouts_total"
 CREATED = "sqlalchemy_pool_connections_created_total"
 WAIT_TIME = "db.client.connection.wait_time"
-
-
-@pytest.fixture
-def kept() -> Iterator[list[Engine]]:
-    """Engines a test keeps alive; uninstrumented and disposed afterwards."""
-    engines: list[Engine] = []
-    yield engines
-    for engine in engines:
-        sqlalchemy_pool_exporter.uninstrument(engine)
-        engine.dispose()
 
 
 def used_engine(url: str, name: str, checkouts: int, **options: Any) -> Engine:
@@ -59,26 +48,26 @@ def sample(registry: CollectorRegistry, name: str, pool: str) -> float | None:
 
 
 def test_an_engine_per_request_is_one_pool_counted_exactly_and_diagnosed(
-    sqlite_url: str, registry: CollectorRegistry, kept: list[Engine]
+    sqlite_url: str, registry: CollectorRegistry, engines: list[Engine]
 ) -> None:
     for _ in range(19):
         drop(used_engine(sqlite_url, "per-request", 1, registry=registry))
-    kept.append(used_engine(sqlite_url, "per-request", 1, registry=registry))
+    engines.append(used_engine(sqlite_url, "per-request", 1, registry=registry))
 
     assert sample(registry, CHECKOUTS, "per-request") == 20
     assert sample(registry, "sqlalchemy_pool_use_seconds_count", "per-request") == 20
     assert sample(registry, CREATED, "per-request") == 20
-    found = sqlalchemy_pool_exporter.diagnose(kept[0])
+    found = sqlalchemy_pool_exporter.diagnose(engines[0])
     assert [f.cause for f in found] == [10]
     assert found[0].summary == "20 connections opened for 20 checkouts: the pool is not reused"
     assert found[0].fix.startswith("create the engine once per process")
 
 
 def test_a_replaced_engine_keeps_its_name_and_counts_on(
-    sqlite_url: str, registry: CollectorRegistry, kept: list[Engine]
+    sqlite_url: str, registry: CollectorRegistry, engines: list[Engine]
 ) -> None:
     drop(used_engine(sqlite_url, "shop", 5, registry=registry))
-    kept.append(used_engine(sqlite_url, "shop", 3, registry=registry))
+    engines.append(used_engine(sqlite_url, "shop", 3, registry=registry))
     assert [i.stats.name for i in sqlalchemy_pool_exporter.instrumentations()] == ["shop"]
     assert sample(registry, CHECKOUTS, "shop") == 8
     assert sample(registry, CREATED, "shop") == 2  # one connection per engine
@@ -92,25 +81,25 @@ def test_a_replaced_engine_keeps_its_name_and_counts_on(
 
 
 def test_other_options_or_a_live_namesake_start_from_zero(
-    sqlite_url: str, registry: CollectorRegistry, kept: list[Engine]
+    sqlite_url: str, registry: CollectorRegistry, engines: list[Engine]
 ) -> None:
     drop(used_engine(sqlite_url, "reload", 4, registry=registry, leak_threshold=30))
-    kept.append(used_engine(sqlite_url, "reload", 1, registry=registry, leak_threshold=5))
+    engines.append(used_engine(sqlite_url, "reload", 1, registry=registry, leak_threshold=5))
     assert sample(registry, CHECKOUTS, "reload") == 1
     # While that engine lives, another one of the name is another pool.
-    kept.append(used_engine(sqlite_url, "reload", 2, registry=registry, leak_threshold=5))
+    engines.append(used_engine(sqlite_url, "reload", 2, registry=registry, leak_threshold=5))
     assert sample(registry, CHECKOUTS, "reload#2") == 2
     assert sample(registry, CHECKOUTS, "reload") == 1
 
 
 def test_retired_stats_let_go_of_every_connection_record(
-    sqlite_url: str, registry: CollectorRegistry, kept: list[Engine]
+    sqlite_url: str, registry: CollectorRegistry, engines: list[Engine]
 ) -> None:
     # SQLAlchemy's pool refers to its engine (the first-connect listener), so an engine is
     # not freed while a connection of its pool is out; retiring still lets go of every
     # record, so that a name waiting for a successor never keeps a connection alive.
     engine = used_engine(sqlite_url, "held", 1, registry=registry)
-    kept.append(engine)
+    engines.append(engine)
     stats = instrumented.lookup(engine).stats  # type: ignore[union-attr]
     still_out = engine.raw_connection()
     assert len(stats.held) == 1
@@ -125,20 +114,20 @@ def test_retired_stats_let_go_of_every_connection_record(
 def test_only_the_latest_dropped_names_wait_for_a_successor(
     sqlite_url: str,
     registry: CollectorRegistry,
-    kept: list[Engine],
+    engines: list[Engine],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(instrumented, "RETIRED_MAX", 3)
     for name in ("a", "b", "c", "d"):
         drop(used_engine(sqlite_url, name, 2, registry=registry))
-    kept.append(used_engine(sqlite_url, "a", 1, registry=registry))  # the oldest: gone
-    kept.append(used_engine(sqlite_url, "d", 1, registry=registry))
+    engines.append(used_engine(sqlite_url, "a", 1, registry=registry))  # the oldest: gone
+    engines.append(used_engine(sqlite_url, "d", 1, registry=registry))
     assert sample(registry, CHECKOUTS, "a") == 1
     assert sample(registry, CHECKOUTS, "d") == 3
 
 
 def test_a_forked_child_carries_on_none_of_its_parents_dropped_engines(
-    sqlite_url: str, registry: CollectorRegistry, kept: list[Engine]
+    sqlite_url: str, registry: CollectorRegistry, engines: list[Engine]
 ) -> None:
     drop(used_engine(sqlite_url, "parent", 4, registry=registry))
 
@@ -147,12 +136,12 @@ def test_a_forked_child_carries_on_none_of_its_parents_dropped_engines(
         return {"checkouts": instrumented.lookup(engine).stats.checkouts}  # type: ignore[union-attr]
 
     assert in_child(child)["checkouts"] == 1
-    kept.append(used_engine(sqlite_url, "parent", 1, registry=registry))
+    engines.append(used_engine(sqlite_url, "parent", 1, registry=registry))
     assert sample(registry, CHECKOUTS, "parent") == 5  # the parent's own carry on
 
 
 def test_opentelemetry_histograms_go_on_from_where_they_were(
-    sqlite_url: str, kept: list[Engine]
+    sqlite_url: str, engines: list[Engine]
 ) -> None:
     reader = InMemoryMetricReader()
     provider = MeterProvider(metric_readers=[reader])
@@ -166,9 +155,9 @@ def test_opentelemetry_histograms_go_on_from_where_they_were(
 
         options = {"registry": None, "meter_provider": provider}
         drop(used_engine(sqlite_url, "otel", 3, **options))
-        kept.append(used_engine(sqlite_url, "otel", 0, **options))
+        engines.append(used_engine(sqlite_url, "otel", 0, **options))
         assert waits() == {3}
-        with kept[0].connect():
+        with engines[0].connect():
             pass
         assert waits() == {4}  # each wait replayed once, never again from the start
     finally:
