@@ -115,14 +115,7 @@ def connect_kwargs(url: str) -> dict[str, Any]:
     ssl = {k.removeprefix("ssl_"): v for k, v in target.query.items() if k.startswith("ssl_")}
     if ssl:
         kwargs["ssl"] = ssl
-    given: dict[str, Any] = {
-        "host": target.host,
-        "port": target.port,
-        "user": target.user,
-        "password": target.password,
-        "database": target.database,
-    }
-    kwargs.update({k: v for k, v in given.items() if v is not None})
+    kwargs.update(target.given("database"))
     return kwargs
 
 

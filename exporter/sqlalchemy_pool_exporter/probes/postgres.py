@@ -115,14 +115,7 @@ def connect_kwargs(url: str) -> dict[str, Any]:
     if target.dsn is not None:
         return dict(target.dsn)
     kwargs: dict[str, Any] = dict(target.query)
-    given: dict[str, Any] = {
-        "host": target.host,
-        "port": target.port,
-        "user": target.user,
-        "password": target.password,
-        "dbname": target.database,
-    }
-    kwargs.update({k: v for k, v in given.items() if v is not None})
+    kwargs.update(target.given("dbname"))
     return kwargs
 
 

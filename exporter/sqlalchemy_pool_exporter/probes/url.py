@@ -39,6 +39,17 @@ class ProbeTarget:
     query: dict[str, str] = field(default_factory=dict)
     dsn: dict[str, str] | None = field(default=None, repr=False)  # a libpq key=value string
 
+    def given(self, database_key: str) -> dict[str, str | int]:
+        """The connection fields the URL gives, as a driver's keywords (``database_key``)."""
+        fields = {
+            "host": self.host,
+            "port": self.port,
+            "user": self.user,
+            "password": self.password,
+            database_key: self.database,
+        }
+        return {key: value for key, value in fields.items() if value is not None}
+
 
 def probe_target(url: str) -> ProbeTarget:
     """Parse ``url``; ValueError (without the URL's text) if it is not usable."""
