@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from tests.conftest import IN_CI
+from tests.integration.servers import launch
 
 if TYPE_CHECKING:
     from tests.integration.conftest import RunningSidecar
@@ -34,15 +35,7 @@ class Program:
 
     def __init__(self, args: list[str], env: dict[str, str], log: Path) -> None:
         self.log_path = log
-        self._log = open(log, "w")  # noqa: SIM115
-        self.proc = subprocess.Popen(
-            args,
-            env=env,
-            cwd=ROOT,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        self.proc, self._log = launch(args, env, log)
 
     def log(self, lines: int = 20) -> str:
         """The last ``lines`` of its output."""

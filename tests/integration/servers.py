@@ -20,7 +20,7 @@ import subprocess
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import pytest
 
@@ -70,20 +70,23 @@ def gunicorn_command(app: str, port: int, *flags: str, preload: bool = True) -> 
     ]
 
 
+def launch(
+    args: list[str], env: dict[str, str], log_path: Path
+) -> tuple[subprocess.Popen[bytes], IO[str]]:
+    """Start ``args`` in a session (process group) of its own, output into ``log_path``."""
+    log = open(log_path, "w")  # noqa: SIM115  (the caller closes it)
+    proc = subprocess.Popen(
+        args, env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
+    return proc, log
+
+
 class ServerProcess:
     """A server command in its own process group, logging to a file."""
 
     def __init__(self, args: list[str], env: dict[str, str], log_path: Path) -> None:
         self.log_path = log_path
-        self._log = open(log_path, "w")  # noqa: SIM115  (closed in stop())
-        self.proc = subprocess.Popen(
-            args,
-            env=env,
-            cwd=ROOT,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        self.proc, self._log = launch(args, env, log_path)
 
     def log(self) -> str:
         """Everything the server has written so far."""
