@@ -13,6 +13,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from sqlalchemy_pool_exporter.probes.base import ServerProbe
 from tests.integration.exit_harness import Program
 from tests.integration.servers import ServerProcess
 from tests.sidecars import ROOT as ROOT
@@ -28,6 +29,15 @@ def programs() -> Iterator[list[Program]]:
     yield started
     for program in started:
         program.kill()
+
+
+@pytest.fixture
+def probes() -> Iterator[list[ServerProbe]]:
+    """Database probes a test starts; all stopped afterwards."""
+    started: list[ServerProbe] = []
+    yield started
+    for probe in started:
+        probe.stop()
 
 
 @pytest.fixture

@@ -33,6 +33,7 @@ from sqlalchemy.exc import OperationalError
 
 import sqlalchemy_pool_exporter
 from sqlalchemy_pool_exporter.diagnosis.inputs import Thresholds
+from sqlalchemy_pool_exporter.probes.base import ServerProbe
 from sqlalchemy_pool_exporter.probes.mysql import MySQLProbe
 from tests.conftest import wait_for
 from tests.integration.conftest import ROOT, start_sidecar_process
@@ -41,14 +42,6 @@ from tests.integration.postgres.helpers import PoolMetrics, expected_counters, r
 from tests.integration.servers import push_env
 
 APP = Path(__file__).with_name("app.py")
-
-
-@pytest.fixture
-def probes() -> Iterator[list[MySQLProbe]]:
-    made: list[MySQLProbe] = []
-    yield made
-    for probe in made:
-        probe.stop()
 
 
 def engine_of(
@@ -62,7 +55,7 @@ def engine_of(
     return engine
 
 
-def probe_of(probes: list[MySQLProbe], url: str) -> tuple[MySQLProbe, CollectorRegistry]:
+def probe_of(probes: list[ServerProbe], url: str) -> tuple[MySQLProbe, CollectorRegistry]:
     probe = MySQLProbe(url, interval=60, statement_timeout=2)
     probes.append(probe)
     registry = CollectorRegistry()
@@ -255,7 +248,7 @@ def test_user_out_of_connections_counts_each_refused_connect(
 
 
 def test_open_transaction_and_lock_wait_as_the_probe_sees_them(
-    mariadb: MariaDB, engines: list[Engine], probes: list[MySQLProbe]
+    mariadb: MariaDB, engines: list[Engine], probes: list[ServerProbe]
 ) -> None:
     engine = engine_of(engines, mariadb.url(), pool_size=3, max_overflow=0, pool_recycle=600)
     metrics = PoolMetrics(engine, "leaky", leak_threshold=0.3)
@@ -318,7 +311,7 @@ def test_open_transaction_and_lock_wait_as_the_probe_sees_them(
 
 
 def test_a_role_without_process_sees_only_its_own_sessions(
-    mariadb: MariaDB, engines: list[Engine], probes: list[MySQLProbe]
+    mariadb: MariaDB, engines: list[Engine], probes: list[ServerProbe]
 ) -> None:
     app = engine_of(engines, mariadb.url(), pool_size=2, max_overflow=0)
     other = engine_of(engines, mariadb.url("monitor"), pool_size=1, max_overflow=0)

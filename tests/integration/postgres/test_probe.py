@@ -6,7 +6,6 @@ import logging
 import threading
 import time
 import urllib.request
-from collections.abc import Iterator
 from typing import Any
 
 import psycopg2
@@ -14,6 +13,7 @@ import psycopg2.extensions
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest, start_http_server
 
+from sqlalchemy_pool_exporter.probes.base import ServerProbe
 from sqlalchemy_pool_exporter.probes.postgres import STANDARD_STATES, DatabaseProbe
 from tests.integration.pgcluster import PWUSER_PASSWORD, PgCluster, wait_for
 
@@ -28,15 +28,7 @@ def db_series(registry: CollectorRegistry, name: str) -> dict[str, float]:
     return out
 
 
-@pytest.fixture
-def probes() -> Iterator[list[DatabaseProbe]]:
-    made: list[DatabaseProbe] = []
-    yield made
-    for probe in made:
-        probe.stop()
-
-
-def make_probe(probes: list[DatabaseProbe], url: str, **kwargs: Any) -> DatabaseProbe:
+def make_probe(probes: list[ServerProbe], url: str, **kwargs: Any) -> DatabaseProbe:
     probe = DatabaseProbe(url, **kwargs)
     probes.append(probe)
     return probe
@@ -54,7 +46,7 @@ def connect_app(pg: PgCluster, name: str) -> Any:
 
 
 def test_probe_reports_limits_and_backends_by_state_exactly(
-    pg: PgCluster, probes: list[DatabaseProbe]
+    pg: PgCluster, probes: list[ServerProbe]
 ) -> None:
     probe = make_probe(probes, pg.url(user="monitor"))
     registry = CollectorRegistry()
@@ -123,7 +115,7 @@ def test_probe_reports_limits_and_backends_by_state_exactly(
 
 
 def test_server_down_sets_db_up_0_and_the_endpoint_keeps_serving(
-    pg: PgCluster, probes: list[DatabaseProbe], caplog: pytest.LogCaptureFixture
+    pg: PgCluster, probes: list[ServerProbe], caplog: pytest.LogCaptureFixture
 ) -> None:
     registry = CollectorRegistry()
     probe = make_probe(probes, pg.url(user="monitor"), interval=0.1, statement_timeout=1)
@@ -178,7 +170,7 @@ class CountingCursor(psycopg2.extensions.cursor):  # type: ignore[misc]
 
 
 def test_one_round_trip_per_interval_on_one_connection(
-    pg: PgCluster, probes: list[DatabaseProbe]
+    pg: PgCluster, probes: list[ServerProbe]
 ) -> None:
     CountingConnection.executed = []
     app_name = "probe-cost"
@@ -208,7 +200,7 @@ def test_one_round_trip_per_interval_on_one_connection(
 
 
 def test_session_is_read_only_with_statement_timeout(
-    pg: PgCluster, probes: list[DatabaseProbe]
+    pg: PgCluster, probes: list[ServerProbe]
 ) -> None:
     conns: list[Any] = []
 
@@ -233,7 +225,7 @@ def test_session_is_read_only_with_statement_timeout(
 
 
 def test_kept_connection_killed_by_the_server_is_replaced_without_a_down_report(
-    pg: PgCluster, probes: list[DatabaseProbe]
+    pg: PgCluster, probes: list[ServerProbe]
 ) -> None:
     probe = make_probe(probes, pg.url(user="monitor", application_name="probe-killed"))
     assert probe.probe_once()
@@ -245,7 +237,7 @@ def test_kept_connection_killed_by_the_server_is_replaced_without_a_down_report(
 
 def test_wrong_password_against_the_server_is_never_echoed(
     pg: PgCluster,
-    probes: list[DatabaseProbe],
+    probes: list[ServerProbe],
     caplog: pytest.LogCaptureFixture,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
