@@ -1,9 +1,15 @@
-"""Build hook: ship the top-level ``grafana/`` and ``prometheus/`` directories in the wheel.
+"""Build hooks: the compiled ledger, and the dashboards and rules shipped in the wheel.
 
-All metadata lives in ``pyproject.toml``; this file only extends ``build_py`` so that a
-built wheel carries the dashboards and rules as ``sqlalchemy_pool_exporter/_assets/`` (see
-``exporter/sqlalchemy_pool_exporter/cli/assets.py`` for why and for which files count). Editable installs skip the
-copy: ``sqlalchemy_pool_exporter.cli.assets`` reads the checkout's own directories instead.
+All metadata lives in ``pyproject.toml``; this file adds what it cannot say:
+
+* the optional C extension ``sqlalchemy_pool_exporter.instrumentation._ledger`` (the hot
+  path's bookkeeping, see ``instrumentation/ledger.py``). Where it cannot be compiled (no
+  C compiler), the build goes on without it and the same bookkeeping runs in Python;
+* ``build_py`` extended so that a built wheel carries the top-level ``grafana/`` and
+  ``prometheus/`` directories as ``sqlalchemy_pool_exporter/_assets/`` (see
+  ``exporter/sqlalchemy_pool_exporter/cli/assets.py`` for why and for which files count).
+  Editable installs skip the copy: ``sqlalchemy_pool_exporter.cli.assets`` reads the
+  checkout's own directories instead.
 """
 
 from __future__ import annotations
@@ -12,7 +18,7 @@ import importlib.util
 import shutil
 from pathlib import Path
 
-from setuptools import setup
+from setuptools import Extension, setup
 from setuptools.command.build_py import build_py
 
 ROOT = Path(__file__).resolve().parent
@@ -49,4 +55,10 @@ class BuildPyWithAssets(build_py):
             shutil.copyfile(ROOT / relative, destination)
 
 
-setup(cmdclass={"build_py": BuildPyWithAssets})
+LEDGER = Extension(
+    "sqlalchemy_pool_exporter.instrumentation._ledger",
+    ["exporter/sqlalchemy_pool_exporter/instrumentation/_ledger.c"],
+    optional=True,  # no compiler: install anyway, ledger.py does the same in Python
+)
+
+setup(cmdclass={"build_py": BuildPyWithAssets}, ext_modules=[LEDGER])

@@ -106,6 +106,27 @@ def no_retired_stats() -> None:
     instrumented.clear_retired()
 
 
+class _FailingTime:
+    """A clock reading that cannot be used: booking a checkout timed with it fails."""
+
+    def __init__(self, reading: float) -> None:
+        self.reading = reading
+
+    def __float__(self) -> float:
+        raise RuntimeError("bookkeeping failed")
+
+    def __sub__(self, other: object) -> float:
+        raise RuntimeError("bookkeeping failed")
+
+
+@pytest.fixture
+def break_bookkeeping(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make every checkout's booking in the ledger raise, the compiled and the Python one."""
+    from sqlalchemy_pool_exporter.instrumentation import acquire
+
+    monkeypatch.setattr(acquire, "perf_counter", lambda: _FailingTime(time.perf_counter()))
+
+
 @pytest.fixture
 def registry() -> CollectorRegistry:
     """A private prometheus_client registry, so tests never share series."""

@@ -92,6 +92,7 @@ def test_dropped_after_a_bookkeeping_error_is_back_at_once(
     make_engine: Callable[..., Engine],
     registry: CollectorRegistry,
     monkeypatch: pytest.MonkeyPatch,
+    request: pytest.FixtureRequest,
 ) -> None:
     # The exception the exporter swallows carries a traceback through the connect
     # wrapper's frame, where the proxy is a local: it must not outlive the checkout.
@@ -102,10 +103,8 @@ def test_dropped_after_a_bookkeeping_error_is_back_at_once(
     monkeypatch.setattr(reporter, "_last", dict(reporter._last))
     before = reporter.counts.get("checkout", 0)
 
-    def broken() -> int:
-        raise RuntimeError("bookkeeping failed")
-
-    monkeypatch.setattr(acquire, "get_ident", broken)
+    engine.raw_connection().close()  # the DBAPI connection is opened unbroken
+    request.getfixturevalue("break_bookkeeping")
     conn = engine.raw_connection()
     del conn
     assert checked_out(engine) == 0

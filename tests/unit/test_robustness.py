@@ -21,23 +21,25 @@ def test_bookkeeping_error_never_reaches_the_app(
     make_engine: Callable[..., Engine],
     registry: CollectorRegistry,
     monkeypatch: pytest.MonkeyPatch,
+    request: pytest.FixtureRequest,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     engine = make_engine()
     sqlalchemy_pool_exporter.instrument(engine, name="broken", registry=registry)
 
-    def boom() -> int:
-        raise RuntimeError("bookkeeping failed")
-
-    monkeypatch.setattr(acquire, "get_ident", boom)
+    request.getfixturevalue("break_bookkeeping")
     caplog.set_level(logging.ERROR, logger="sqlalchemy_pool_exporter")
     for _ in range(3):
         with engine.connect() as conn:
             assert conn.execute(text("SELECT 42")).scalar() == 42
-    assert registry.get_sample_value("pool_exporter_errors_total", {"where": "checkout"}) == 3
-    logged = [r for r in caplog.records if "exporter error suppressed" in r.getMessage()]
-    assert len(logged) == 1  # rate-limited: once a minute however often it happens
-    assert "bookkeeping failed" in logged[0].getMessage()
+    errors = "pool_exporter_errors_total"
+    assert registry.get_sample_value(errors, {"where": "checkout"}) == 3
+    # The DBAPI connection opened for the first checkout was timed with it too.
+    assert registry.get_sample_value(errors, {"where": "connect"}) == 1
+    logged = [r.getMessage() for r in caplog.records if "exporter error suppressed" in r.getMessage()]
+    # rate-limited: once a minute per place however often it happens
+    assert [m.split("where=")[1].split()[0] for m in logged] == ["connect", "checkout"]
+    assert all("bookkeeping failed" in m for m in logged)
 
 
 def test_instrument_rejects_what_is_not_an_engine() -> None:

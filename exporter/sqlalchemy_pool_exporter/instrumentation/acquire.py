@@ -41,6 +41,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.pool import Pool, SingletonThreadPool
 
 from sqlalchemy_pool_exporter.instrumentation import compat, sites
+from sqlalchemy_pool_exporter.instrumentation.ledger import Checkin, Ledger
 from sqlalchemy_pool_exporter.instrumentation.stats import PoolStats
 from sqlalchemy_pool_exporter.logs import RateLimitedReporter
 
@@ -84,16 +85,14 @@ def _checkout_call(pool: Pool) -> tuple[Any, Any]:
     return method, pool
 
 
-def _wrap_connect(pool: Pool, stats: PoolStats, reporter: RateLimitedReporter) -> None:
+def _wrap_connect(
+    pool: Pool, stats: PoolStats, ledger: Any, reporter: RateLimitedReporter
+) -> None:
     original = pool.connect
     checkout, target = _checkout_call(pool)
     # Few names from outside: each one is copied into the frame on every call.
-    held = stats.held
     waiting = stats.waiting
-    bounds = stats.wait.bounds
-    first = bounds[0]  # most waits of a healthy pool: one comparison, no call
-    wait = stats.wait
-    wait_counts = wait.counts
+    checked_out = ledger.checked_out
     finder = sites.SiteFinder()
     capture_sites = stats.capture_sites
     # Only SingletonThreadPool hands the same thread its checked-out proxy again.
@@ -109,10 +108,10 @@ def _wrap_connect(pool: Pool, stats: PoolStats, reporter: RateLimitedReporter) -
             raise
         now = perf_counter()
         try:
-            waiting.remove(start)
             if reentrant and fairy._counter != 1:
                 # A re-entrant checkout hands back a proxy that is already checked out:
                 # not a new checkout.
+                waiting.remove(start)
                 return fairy
             if capture_sites:
                 # The app's frame where it was last (see sites.SiteFinder). The depth is
@@ -129,18 +128,13 @@ def _wrap_connect(pool: Pool, stats: PoolStats, reporter: RateLimitedReporter) -
                         code, lasti = finder.locate()
             else:
                 code, lasti = None, 0
-            rec = fairy._connection_record
-            elapsed = now - start
-            # Each statement below is atomic under the GIL (no call or backward jump
-            # inside it), so no lock is needed; readers copy containers in one C call.
-            # The count is the checkout counter too.
-            wait_counts[0 if elapsed <= first else bisect_left(bounds, elapsed)] += 1
-            wait.sum += elapsed
-            held[rec] = (now, code, lasti, get_ident(), rec.fairy_ref)
-            # No call between the test and the store: no thread switch either.
-            if len(held) > stats.peak:
-                stats.peak = len(held)
         except Exception as exc:  # never let bookkeeping reach the app
+            reporter.report("checkout", exc)
+            code, lasti = None, 0
+        try:
+            # Ends the pending wait, observes it, holds the record, raises the peak.
+            checked_out(fairy, start, now, code, lasti)
+        except Exception as exc:
             reporter.report("checkout", exc)
         return fairy
 
@@ -177,41 +171,16 @@ def _wrap_creator(pool: Pool, stats: PoolStats, reporter: RateLimitedReporter) -
         except BaseException:
             stats.connect_errors += 1
             raise
-        elapsed = perf_counter() - start
-        stats.connections_created += 1
-        connect.counts[bisect_left(bounds, elapsed)] += 1
-        connect.sum += elapsed
+        try:
+            elapsed = perf_counter() - start
+            stats.connections_created += 1
+            connect.counts[bisect_left(bounds, elapsed)] += 1
+            connect.sum += elapsed
+        except Exception as exc:  # never let bookkeeping reach the app
+            reporter.report("connect", exc)
         return connection
 
     _install(pool, compat.INVOKE_CREATOR, invoke_creator, original, stats)
-
-
-def _end_of_checkout(stats: PoolStats, reporter: RateLimitedReporter, forward: Any) -> Any:
-    """A ``record -> None`` that ends the record's checkout in the stats, then ``forward``s it."""
-    held = stats.held
-    leaked = stats.leaked
-    use = stats.use
-    bounds = use.bounds
-    first = bounds[0]
-    use_counts = use.counts
-
-    def end(rec: Any) -> None:
-        try:
-            entry = held.pop(rec, None)
-            if entry is not None:
-                age = perf_counter() - entry[0]
-                use_counts[0 if age <= first else bisect_left(bounds, age)] += 1
-                use.sum += age
-                # The proxy is gone: the garbage collector is returning what the app forgot.
-                if entry[4]() is None:
-                    stats.gc_reclaimed += 1
-                if leaked and leaked.pop(rec, None) is entry:
-                    stats.leak_returned(entry, age, entry[4]() is None)
-        except Exception as exc:  # never let bookkeeping reach the app
-            reporter.report("checkin", exc)
-        forward(rec)
-
-    return end
 
 
 def _unwrapped(pool: Pool, attr: str) -> Any:
@@ -220,12 +189,14 @@ def _unwrapped(pool: Pool, attr: str) -> Any:
     return fn.__wrapped__ if getattr(fn, _MARK, None) is not None else fn
 
 
-def _wrap_return(pool: Pool, stats: PoolStats, reporter: RateLimitedReporter) -> None:
+def _wrap_return(
+    pool: Pool, stats: PoolStats, ledger: Any, reporter: RateLimitedReporter
+) -> None:
     # Every end of a checkout hands its record to ``pool._do_return_conn``: checkin through
     # ``pool._return_conn``, detach directly.
     forward = _unwrapped(pool, compat.DO_RETURN_CONN)
     if getattr(getattr(pool, compat.DO_RETURN_CONN), _MARK, None) is not stats:
-        end = _end_of_checkout(stats, reporter, forward)
+        end = Checkin(ledger, forward, reporter)
         _install(pool, compat.DO_RETURN_CONN, end, forward, stats)
     method = getattr(type(pool), compat.RETURN_CONN)
     if (
@@ -236,7 +207,7 @@ def _wrap_return(pool: Pool, stats: PoolStats, reporter: RateLimitedReporter) ->
     ):
         # Pool._return_conn only forwards to _do_return_conn: doing the same bookkeeping
         # in its place saves a frame per checkin (``forward`` is the unwrapped original).
-        end = _end_of_checkout(stats, reporter, forward)
+        end = Checkin(ledger, forward, reporter)
         _install(pool, compat.RETURN_CONN, end, getattr(pool, compat.RETURN_CONN), stats)
 
 
@@ -256,11 +227,12 @@ def _wrap_recreate(pool: Pool, stats: PoolStats, reporter: RateLimitedReporter) 
 
 def wrap_pool(pool: Pool, stats: PoolStats, reporter: RateLimitedReporter) -> None:
     """Install the acquire-path wrappers on ``pool`` unless already there."""
+    ledger = Ledger(stats, perf_counter)
     if getattr(pool.connect, _MARK, None) is not stats:
-        _wrap_connect(pool, stats, reporter)
+        _wrap_connect(pool, stats, ledger, reporter)
     if getattr(getattr(pool, compat.INVOKE_CREATOR), _MARK, None) is not stats:
         _wrap_creator(pool, stats, reporter)
-    _wrap_return(pool, stats, reporter)
+    _wrap_return(pool, stats, ledger, reporter)
     if getattr(pool.recreate, _MARK, None) is not stats:
         _wrap_recreate(pool, stats, reporter)
 
