@@ -162,17 +162,25 @@ def main() -> None:
     parser.add_argument("--processes", type=int, default=5, help="fresh processes per variant")
     parser.add_argument("--rounds", type=int, default=20, help="rounds per process")
     parser.add_argument("--cycles", type=int, default=10000, help="cycles per round")
+    parser.add_argument(
+        "--variants",
+        default=",".join(VARIANTS),
+        help=f"comma-separated subset of {','.join(VARIANTS)} (default: all)",
+    )
     parser.add_argument("--worker", choices=VARIANTS, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    variants = tuple(v for v in VARIANTS if v in args.variants.split(","))
+    if not variants or set(args.variants.split(",")) - set(VARIANTS):
+        parser.error(f"--variants: choose from {','.join(VARIANTS)}")
     if hasattr(os, "sched_setaffinity"):  # children inherit it
         os.sched_setaffinity(0, {max(os.sched_getaffinity(0))})
     if args.worker:
         print(json.dumps(measure(args.worker, args.rounds, args.cycles)))
         return
 
-    runs: dict[str, list[dict[str, list[float]]]] = {name: [] for name in VARIANTS}
+    runs: dict[str, list[dict[str, list[float]]]] = {name: [] for name in variants}
     for _ in range(args.processes):
-        for name in VARIANTS:
+        for name in variants:
             worker = [
                 sys.executable,
                 __file__,
@@ -190,9 +198,9 @@ def main() -> None:
     for label in CYCLES:
         print(f"\n{label}")
         print(f"  {'variant':<10} {'ns/cycle':>9} {'added ns':>9} {'ratio':>6}   per process")
-        base = statistics.median(run[label][0] for name in VARIANTS for run in runs[name])
+        base = statistics.median(run[label][0] for name in variants for run in runs[name])
         print(f"  {'none':<10} {base:>9.0f} {0:>+9.0f} {1:>5.2f}x")
-        for name in VARIANTS:
+        for name in variants:
             added = [run[label][1] for run in runs[name]]
             mid = statistics.median(added)
             each = " ".join(f"{a:+.0f}" for a in added)
@@ -200,7 +208,7 @@ def main() -> None:
                 f"  {name:<10} {base + mid:>9.0f} {mid:>+9.0f} {(base + mid) / base:>5.2f}x"
                 f"   {each}"
             )
-    for key, text in OTEL_COSTS.items():
+    for key, text in OTEL_COSTS.items() if "otel" in variants else ():
         each_ns = [run[key][0] for run in runs["otel"]]
         print(
             f"\n{text}: {statistics.median(each_ns):.0f} ns"

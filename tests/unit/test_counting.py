@@ -222,9 +222,9 @@ def test_waiters_that_started_at_the_same_instant_are_each_counted(
     # A coarse clock (100 ns on some platforms) can give two waiters the same start
     # time: pending and the oldest wait must still count each of them exactly once.
     engine = make_engine(pool_size=1, max_overflow=0, pool_timeout=30)
-    sqlalchemy_pool_exporter.instrument(engine, name="same", registry=registry)
     frozen = time.perf_counter()
-    monkeypatch.setattr(acquire, "perf_counter", lambda: frozen)
+    monkeypatch.setattr(acquire, "perf_counter", lambda: frozen)  # the wrappers' clock
+    sqlalchemy_pool_exporter.instrument(engine, name="same", registry=registry)
     holder = engine.connect()
     got: list[int] = []
 

@@ -40,8 +40,10 @@ def test_custom_buckets_count_waits_uses_and_connects_in_the_right_bucket(
     assert bucket("connect_seconds", "0.004") == 1
 
 
-def closure_of(fn: Any) -> dict[str, Any]:
-    """The names a closure took from its factory, with their values."""
+def parts_of(fn: Any, *names: str) -> dict[str, Any]:
+    """What a wrapper calls: the compiled ones keep it as attributes, closures in cells."""
+    if not hasattr(fn, "__closure__"):
+        return {name: getattr(fn, name) for name in names}
     cells = (c.cell_contents for c in fn.__closure__)
     return dict(zip(fn.__code__.co_freevars, cells, strict=True))
 
@@ -54,12 +56,10 @@ def test_sqlalchemy_forwarders_are_recognised_so_the_short_path_is_taken(
     pool = engine.pool
     # Pool.connect and Pool._return_conn only forward: the wrappers call their targets
     # themselves, one frame less per checkout and per checkin, on SQLAlchemy 2.0 and 2.1.
-    connect = closure_of(pool.__dict__["connect"])
+    connect = parts_of(pool.__dict__["connect"], "checkout", "target")
     assert connect["checkout"] == _ConnectionFairy._checkout and connect["target"] is pool
-    end = pool.__dict__["_return_conn"]
-    # The compiled ledger's checkin keeps it as an attribute, the Python one in its closure.
-    forward = getattr(end, "forward", None) or closure_of(end)["forward"]
-    assert forward == type(pool)._do_return_conn.__get__(pool)
+    end = parts_of(pool.__dict__["_return_conn"], "forward")
+    assert end["forward"] == type(pool)._do_return_conn.__get__(pool)
     assert getattr(pool.__dict__["_do_return_conn"], acquire._MARK) is not None
     sqlalchemy_pool_exporter.uninstrument(engine)
     assert not {"connect", "_return_conn", "_do_return_conn"} & set(pool.__dict__)
@@ -70,7 +70,7 @@ def test_a_pool_class_with_its_own_connect_keeps_it(
 ) -> None:
     engine = make_engine(poolclass=SingletonThreadPool)
     sqlalchemy_pool_exporter.instrument(engine, name="stp", registry=registry)
-    connect = closure_of(engine.pool.__dict__["connect"])
+    connect = parts_of(engine.pool.__dict__["connect"], "checkout", "target")
     assert connect["checkout"] is SingletonThreadPool.connect and connect["target"] is engine.pool
 
 

@@ -20,14 +20,11 @@ from sqlalchemy_pool_exporter.instrumentation import acquire, embedded, runtime
 def test_bookkeeping_error_never_reaches_the_app(
     make_engine: Callable[..., Engine],
     registry: CollectorRegistry,
-    monkeypatch: pytest.MonkeyPatch,
-    request: pytest.FixtureRequest,
+    break_bookkeeping: None,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     engine = make_engine()
     sqlalchemy_pool_exporter.instrument(engine, name="broken", registry=registry)
-
-    request.getfixturevalue("break_bookkeeping")
     caplog.set_level(logging.ERROR, logger="sqlalchemy_pool_exporter")
     for _ in range(3):
         with engine.connect() as conn:

@@ -20,11 +20,15 @@
 #include "pythread.h"
 #include <stddef.h>
 #include "structmember.h"
+#include <time.h>
 
 static PyObject *str_connection_record, *str_fairy_ref, *str_sum, *str_peak, *str_gc_reclaimed;
-static PyObject *str_leak_returned, *str_report, *str_checkin, *str_held, *str_waiting;
+static PyObject *str_leak_returned, *str_report, *str_checkin, *str_checkout, *str_held;
+static PyObject *str_waiting;
 static PyObject *str_leaked, *str_wait, *str_use, *str_bounds, *str_counts;
+static PyObject *str_counter, *str_last, *str_locate, *str_f_lasti;
 static PyObject *one; /* the int 1 */
+static PyObject *perf_counter; /* time.perf_counter */
 
 /* Where an attribute kept in __slots__ lives in instances of one type, so that it is read
  * and written the way the interpreter's own specialised instructions do, instead of
@@ -104,6 +108,7 @@ typedef struct {
     PyObject_HEAD
     PyObject *stats;
     PyObject *clock;
+    int native_clock; /* clock is time.perf_counter, read here without a call */
     PyObject *held;
     PyObject *waiting;
     PyObject *leaked;
@@ -125,6 +130,44 @@ typedef struct {
 } Checkin;
 
 static PyTypeObject LedgerType;
+static int report(PyObject *reporter, PyObject *where);
+
+/* time.perf_counter() read the way CPython reads it on Linux: CLOCK_MONOTONIC, nanoseconds
+ * turned into seconds as _PyTime_AsSecondsDouble does, so that the readings mix with the
+ * ones Python code takes. 0 if it could not be read (then the clock is called). */
+static int
+native_seconds(double *seconds)
+{
+#ifdef __linux__
+    struct timespec ts;
+    if (clock_gettime(CLOCK_MONOTONIC, &ts) == 0) {
+        long long ns = (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+        volatile double d; /* as CPython: no reordering that changes the rounding */
+        if (ns % 1000000000LL == 0) {
+            d = (double)(ns / 1000000000LL);
+        }
+        else {
+            d = (double)ns;
+            d /= 1e9;
+        }
+        *seconds = d;
+        return 1;
+    }
+#endif
+    (void)seconds;
+    return 0;
+}
+
+/* A reading of the ledger's clock, as a new reference. */
+static PyObject *
+clock_reading(Ledger *self)
+{
+    double seconds;
+    if (self->native_clock && native_seconds(&seconds)) {
+        return PyFloat_FromDouble(seconds);
+    }
+    return PyObject_CallNoArgs(self->clock);
+}
 
 static int
 hist_init(Hist *h, PyObject *hist)
@@ -247,6 +290,8 @@ Ledger_init(Ledger *self, PyObject *args, PyObject *kwds)
     self->stats = stats;
     Py_INCREF(clock);
     self->clock = clock;
+    double probe;
+    self->native_clock = clock == perf_counter && native_seconds(&probe);
     self->held = PyObject_GetAttr(stats, str_held);
     self->waiting = PyObject_GetAttr(stats, str_waiting);
     self->leaked = PyObject_GetAttr(stats, str_leaked);
@@ -295,33 +340,25 @@ remove_waiting(Ledger *self, PyObject *start)
     return -1;
 }
 
-static PyObject *
-Ledger_checked_out(Ledger *self, PyObject *const *args, Py_ssize_t nargs)
+/* Book a checkout; 0, or -1 with an error set. */
+static int
+checked_out(Ledger *self, PyObject *fairy, PyObject *start, PyObject *now, PyObject *code,
+            PyObject *lasti)
 {
-    if (nargs != 5) {
-        PyErr_SetString(PyExc_TypeError,
-                        "checked_out(fairy, start, now, code, lasti) takes 5 arguments");
-        return NULL;
-    }
-    if (self->stats == NULL) {
-        PyErr_SetString(PyExc_TypeError, "Ledger was not initialised");
-        return NULL;
-    }
-    PyObject *fairy = args[0], *start = args[1], *now = args[2];
     if (remove_waiting(self, start) < 0) {
-        return NULL;
+        return -1;
     }
     double begun = PyFloat_AsDouble(start);
     if (begun == -1.0 && PyErr_Occurred()) {
-        return NULL;
+        return -1;
     }
     double got = PyFloat_AsDouble(now);
     if (got == -1.0 && PyErr_Occurred()) {
-        return NULL;
+        return -1;
     }
     PyObject *rec = slot_get(&self->connection_record, fairy, str_connection_record);
     if (rec == NULL) {
-        return NULL;
+        return -1;
     }
     PyObject *entry = NULL;
     PyObject *ident = NULL;
@@ -335,7 +372,7 @@ Ledger_checked_out(Ledger *self, PyObject *const *args, Py_ssize_t nargs)
     if (ref == NULL || ident == NULL) {
         goto done;
     }
-    entry = PyTuple_Pack(5, now, args[3], args[4], ident, ref);
+    entry = PyTuple_Pack(5, now, code, lasti, ident, ref);
     if (entry == NULL || PyDict_SetItem(self->held, rec, entry) < 0) {
         goto done;
     }
@@ -360,7 +397,22 @@ done:
     Py_XDECREF(ref);
     Py_XDECREF(ident);
     Py_XDECREF(entry);
-    if (rc < 0) {
+    return rc;
+}
+
+static PyObject *
+Ledger_checked_out(Ledger *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 5) {
+        PyErr_SetString(PyExc_TypeError,
+                        "checked_out(fairy, start, now, code, lasti) takes 5 arguments");
+        return NULL;
+    }
+    if (self->stats == NULL) {
+        PyErr_SetString(PyExc_TypeError, "Ledger was not initialised");
+        return NULL;
+    }
+    if (checked_out(self, args[0], args[1], args[2], args[3], args[4]) < 0) {
         return NULL;
     }
     Py_RETURN_NONE;
@@ -384,16 +436,26 @@ checked_in(Ledger *self, PyObject *rec)
         PyErr_SetString(PyExc_TypeError, "held entry is not a 5-tuple");
         goto done;
     }
-    now = PyObject_CallNoArgs(self->clock);
-    if (now == NULL) {
-        goto done;
+    double seconds, taken = 0.0;
+    PyObject *since = PyTuple_GET_ITEM(entry, 0);
+    if (self->native_clock && PyFloat_CheckExact(since) && native_seconds(&taken)) {
+        seconds = taken - PyFloat_AS_DOUBLE(since); /* as the float subtraction does */
     }
-    age = PyNumber_Subtract(now, PyTuple_GET_ITEM(entry, 0));
-    if (age == NULL) {
-        goto done;
+    else {
+        now = PyObject_CallNoArgs(self->clock);
+        if (now == NULL) {
+            goto done;
+        }
+        age = PyNumber_Subtract(now, since);
+        if (age == NULL) {
+            goto done;
+        }
+        seconds = PyFloat_AsDouble(age);
+        if (seconds == -1.0 && PyErr_Occurred()) {
+            goto done;
+        }
     }
-    double seconds = PyFloat_AsDouble(age);
-    if ((seconds == -1.0 && PyErr_Occurred()) || observe(&self->use, seconds) < 0) {
+    if (observe(&self->use, seconds) < 0) {
         goto done;
     }
     /* The proxy is gone: the garbage collector is returning what the app forgot. */
@@ -412,6 +474,9 @@ checked_in(Ledger *self, PyObject *rec)
             goto done;
         }
         if (flagged == entry) {
+            if (age == NULL && (age = PyFloat_FromDouble(seconds)) == NULL) {
+                goto done;
+            }
             PyObject *result = PyObject_CallMethodObjArgs(
                 self->stats, str_leak_returned, entry, age, reclaimed ? Py_True : Py_False,
                 NULL);
@@ -438,26 +503,9 @@ Checkin_vectorcall(Checkin *self, PyObject *const *args, size_t nargsf, PyObject
         PyErr_SetString(PyExc_TypeError, "end of checkout takes one connection record");
         return NULL;
     }
-    if (checked_in(self->ledger, args[0]) < 0) {
-        /* Never let bookkeeping reach the app: report it, as ledger.py does. */
-        if (!PyErr_ExceptionMatches(PyExc_Exception)) {
-            return NULL;
-        }
-        PyObject *type, *value, *traceback;
-        PyErr_Fetch(&type, &value, &traceback);
-        PyErr_NormalizeException(&type, &value, &traceback);
-        if (traceback != NULL && value != NULL) {
-            PyException_SetTraceback(value, traceback);
-        }
-        PyObject *result = PyObject_CallMethodObjArgs(self->reporter, str_report, str_checkin,
-                                                      value ? value : Py_None, NULL);
-        Py_XDECREF(type);
-        Py_XDECREF(value);
-        Py_XDECREF(traceback);
-        if (result == NULL) {
-            return NULL;
-        }
-        Py_DECREF(result);
+    /* Never let bookkeeping reach the app: report it, as ledger.py does. */
+    if (checked_in(self->ledger, args[0]) < 0 && report(self->reporter, str_checkin) < 0) {
+        return NULL;
     }
     return PyObject_Vectorcall(self->forward, args, 1, NULL);
 }
@@ -483,6 +531,300 @@ Checkin_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     self->reporter = reporter;
     self->vectorcall = (vectorcallfunc)Checkin_vectorcall;
     return (PyObject *)self;
+}
+
+
+typedef struct {
+    PyObject_HEAD
+    Ledger *ledger;
+    PyObject *checkout;    /* called with target: what pool.connect() would call */
+    PyObject *target;
+    PyObject *finder;      /* sites.SiteFinder, or None: no checkout sites */
+    PyObject *getframe;    /* sys._getframe */
+    PyObject *wait_failed; /* acquire._wait_failed(stats, start, exc, reporter) */
+    PyObject *reporter;
+    int reentrant;         /* a SingletonThreadPool: the same proxy may come back */
+    Slot counter;          /* _ConnectionFairy._counter */
+    Slot last;             /* SiteFinder.last */
+    PyObject *dict;
+    vectorcallfunc vectorcall;
+} Checkout;
+
+/* Report the error set (an Exception) as acquire's wrappers do; -1 if it must propagate. */
+static int
+report(PyObject *reporter, PyObject *where)
+{
+    if (!PyErr_ExceptionMatches(PyExc_Exception)) {
+        return -1;
+    }
+    PyObject *type, *value, *traceback;
+    PyErr_Fetch(&type, &value, &traceback);
+    PyErr_NormalizeException(&type, &value, &traceback);
+    if (traceback != NULL && value != NULL) {
+        PyException_SetTraceback(value, traceback);
+    }
+    PyObject *result =
+        PyObject_CallMethodObjArgs(reporter, str_report, where, value ? value : Py_None, NULL);
+    Py_XDECREF(type);
+    Py_XDECREF(value);
+    Py_XDECREF(traceback);
+    if (result == NULL) {
+        return -1;
+    }
+    Py_DECREF(result);
+    return 0;
+}
+
+/* The checkout site as (code, lasti) in *code and *lasti (new references); -1 on error.
+ * Mirrors the Python connect wrapper: the frame where the app was found last time, if it
+ * still runs the same code, else SiteFinder.locate(). No frame is kept. */
+static int
+find_site(Checkout *self, PyObject **code, PyObject **lasti)
+{
+    PyObject *last = slot_get(&self->last, self->finder, str_last);
+    if (last == NULL) {
+        return -1;
+    }
+    if (!PyTuple_CheckExact(last) || PyTuple_GET_SIZE(last) != 2) {
+        Py_DECREF(last);
+        PyErr_SetString(PyExc_TypeError, "SiteFinder.last is not a (depth, code) pair");
+        return -1;
+    }
+    Py_ssize_t depth = PyLong_AsSsize_t(PyTuple_GET_ITEM(last, 0));
+    if (depth == -1 && PyErr_Occurred()) {
+        Py_DECREF(last);
+        return -1;
+    }
+    /* Depths count from the Python wrapper's frame; this wrapper has none. */
+    PyObject *level = PyLong_FromSsize_t(depth - 1);
+    PyObject *frame = level == NULL ? NULL : PyObject_CallOneArg(self->getframe, level);
+    Py_XDECREF(level);
+    if (frame == NULL) {
+        Py_DECREF(last);
+        if (!PyErr_ExceptionMatches(PyExc_ValueError)) {
+            return -1;
+        }
+        PyErr_Clear(); /* a shallower stack than last time */
+    }
+    else {
+        PyObject *found = (PyObject *)PyFrame_GetCode((PyFrameObject *)frame);
+        int same = found == PyTuple_GET_ITEM(last, 1);
+        Py_DECREF(found);
+        if (same) {
+            *code = PyTuple_GET_ITEM(last, 1);
+            Py_INCREF(*code);
+            Py_DECREF(last);
+#if PY_VERSION_HEX >= 0x030B0000
+            *lasti = PyLong_FromLong(PyFrame_GetLasti((PyFrameObject *)frame));
+#else
+            *lasti = PyObject_GetAttr(frame, str_f_lasti);
+#endif
+            Py_DECREF(frame);
+            if (*lasti == NULL) {
+                Py_CLEAR(*code);
+                return -1;
+            }
+            return 0;
+        }
+        Py_DECREF(frame);
+        Py_DECREF(last);
+    }
+    PyObject *site = PyObject_CallMethodNoArgs(self->finder, str_locate);
+    if (site == NULL) {
+        return -1;
+    }
+    if (!PyTuple_Check(site) || PyTuple_GET_SIZE(site) != 2) {
+        Py_DECREF(site);
+        PyErr_SetString(PyExc_TypeError, "SiteFinder.locate() did not return a pair");
+        return -1;
+    }
+    *code = PyTuple_GET_ITEM(site, 0);
+    *lasti = PyTuple_GET_ITEM(site, 1);
+    Py_INCREF(*code);
+    Py_INCREF(*lasti);
+    Py_DECREF(site);
+    return 0;
+}
+
+/* pool.connect(): the Python connect wrapper of acquire.py, step by step. */
+static PyObject *
+Checkout_vectorcall(Checkout *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    if (PyVectorcall_NARGS(nargsf) != 0 || (kwnames != NULL && PyTuple_GET_SIZE(kwnames))) {
+        PyErr_SetString(PyExc_TypeError, "connect() takes no arguments");
+        return NULL;
+    }
+    Ledger *ledger = self->ledger;
+    if (ledger->stats == NULL) {
+        PyErr_SetString(PyExc_TypeError, "Ledger was not initialised");
+        return NULL;
+    }
+    /* A pending caller is its start time in ``waiting`` (see PoolStats.waiting). */
+    PyObject *start = clock_reading(ledger);
+    if (start == NULL) {
+        return NULL;
+    }
+    if (PyList_Append(ledger->waiting, start) < 0) {
+        Py_DECREF(start);
+        return NULL;
+    }
+    PyObject *fairy = PyObject_CallOneArg(self->checkout, self->target);
+    if (fairy == NULL) {
+        PyObject *type, *value, *traceback;
+        PyErr_Fetch(&type, &value, &traceback);
+        PyErr_NormalizeException(&type, &value, &traceback);
+        if (traceback != NULL && value != NULL) {
+            PyException_SetTraceback(value, traceback);
+        }
+        PyObject *result = PyObject_CallFunctionObjArgs(
+            self->wait_failed, ledger->stats, start, value ? value : Py_None, self->reporter,
+            NULL);
+        Py_DECREF(start);
+        if (result == NULL) { /* as in Python: its own error replaces the app's */
+            Py_XDECREF(type);
+            Py_XDECREF(value);
+            Py_XDECREF(traceback);
+            return NULL;
+        }
+        Py_DECREF(result);
+        PyErr_Restore(type, value, traceback);
+        return NULL;
+    }
+    PyObject *now = clock_reading(ledger);
+    PyObject *code = NULL, *lasti = NULL;
+    if (now == NULL) {
+        goto failed;
+    }
+    if (self->reentrant) {
+        PyObject *counter = slot_get(&self->counter, fairy, str_counter);
+        if (counter == NULL) {
+            goto site_failed;
+        }
+        int again = PyObject_RichCompareBool(counter, one, Py_NE);
+        Py_DECREF(counter);
+        if (again < 0) {
+            goto site_failed;
+        }
+        if (again) {
+            /* A re-entrant checkout hands back a proxy that is already checked out:
+             * not a new checkout. */
+            if (remove_waiting(ledger, start) < 0) {
+                goto site_failed;
+            }
+            Py_DECREF(start);
+            Py_DECREF(now);
+            return fairy;
+        }
+    }
+    if (self->finder != Py_None && find_site(self, &code, &lasti) < 0) {
+        goto site_failed;
+    }
+    goto book;
+site_failed:
+    if (report(self->reporter, str_checkout) < 0) {
+        goto failed;
+    }
+book:
+    if (code == NULL) {
+        code = Py_None;
+        Py_INCREF(code);
+        lasti = PyLong_FromLong(0);
+        if (lasti == NULL) {
+            goto failed;
+        }
+    }
+    /* Ends the pending wait, observes it, holds the record, raises the peak. */
+    if (checked_out(ledger, fairy, start, now, code, lasti) < 0 &&
+        report(self->reporter, str_checkout) < 0) {
+        goto failed;
+    }
+    Py_DECREF(start);
+    Py_DECREF(now);
+    Py_DECREF(code);
+    Py_DECREF(lasti);
+    return fairy;
+failed: /* an error that must reach the app (not an Exception): the proxy goes too */
+    Py_DECREF(fairy);
+    Py_DECREF(start);
+    Py_XDECREF(now);
+    Py_XDECREF(code);
+    Py_XDECREF(lasti);
+    return NULL;
+}
+
+static PyObject *
+Checkout_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    PyObject *ledger, *checkout, *target, *finder, *getframe, *wait_failed, *reporter;
+    int reentrant;
+    static char *kwlist[] = {"ledger",      "checkout", "target",    "finder", "getframe",
+                             "wait_failed", "reporter", "reentrant", NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!OOOOOOp:Checkout", kwlist, &LedgerType,
+                                     &ledger, &checkout, &target, &finder, &getframe,
+                                     &wait_failed, &reporter, &reentrant)) {
+        return NULL;
+    }
+    Checkout *self = (Checkout *)type->tp_alloc(type, 0);
+    if (self == NULL) {
+        return NULL;
+    }
+    Py_INCREF(ledger);
+    self->ledger = (Ledger *)ledger;
+    Py_INCREF(checkout);
+    self->checkout = checkout;
+    Py_INCREF(target);
+    self->target = target;
+    Py_INCREF(finder);
+    self->finder = finder;
+    Py_INCREF(getframe);
+    self->getframe = getframe;
+    Py_INCREF(wait_failed);
+    self->wait_failed = wait_failed;
+    Py_INCREF(reporter);
+    self->reporter = reporter;
+    self->reentrant = reentrant;
+    self->vectorcall = (vectorcallfunc)Checkout_vectorcall;
+    return (PyObject *)self;
+}
+
+static int
+Checkout_traverse(Checkout *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->ledger);
+    Py_VISIT(self->checkout);
+    Py_VISIT(self->target);
+    Py_VISIT(self->finder);
+    Py_VISIT(self->getframe);
+    Py_VISIT(self->wait_failed);
+    Py_VISIT(self->reporter);
+    Py_VISIT(self->counter.type);
+    Py_VISIT(self->last.type);
+    Py_VISIT(self->dict);
+    return 0;
+}
+
+static int
+Checkout_clear(Checkout *self)
+{
+    Py_CLEAR(self->ledger);
+    Py_CLEAR(self->checkout);
+    Py_CLEAR(self->target);
+    Py_CLEAR(self->finder);
+    Py_CLEAR(self->getframe);
+    Py_CLEAR(self->wait_failed);
+    Py_CLEAR(self->reporter);
+    Py_CLEAR(self->counter.type);
+    Py_CLEAR(self->last.type);
+    Py_CLEAR(self->dict);
+    return 0;
+}
+
+static void
+Checkout_dealloc(Checkout *self)
+{
+    PyObject_GC_UnTrack(self);
+    Checkout_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
 static int
@@ -615,6 +957,29 @@ static PyTypeObject CheckinType = {
     .tp_setattro = PyObject_GenericSetAttr,
 };
 
+static PyMemberDef Checkout_members[] = {
+    {"checkout", T_OBJECT, offsetof(Checkout, checkout), READONLY, "Called with target."},
+    {"target", T_OBJECT, offsetof(Checkout, target), READONLY, "What checkout is called with."},
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PyTypeObject CheckoutType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "sqlalchemy_pool_exporter.instrumentation._ledger.Checkout",
+    .tp_basicsize = sizeof(Checkout),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
+    .tp_doc = "pool.connect(): times the checkout, finds its site, books it in the ledger.",
+    .tp_new = Checkout_new,
+    .tp_traverse = (traverseproc)Checkout_traverse,
+    .tp_clear = (inquiry)Checkout_clear,
+    .tp_dealloc = (destructor)Checkout_dealloc,
+    .tp_call = PyVectorcall_Call,
+    .tp_vectorcall_offset = offsetof(Checkout, vectorcall),
+    .tp_dictoffset = offsetof(Checkout, dict),
+    .tp_members = Checkout_members,
+    .tp_getattro = PyObject_GenericGetAttr,
+    .tp_setattro = PyObject_GenericSetAttr,
+};
+
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT,
     .m_name = "sqlalchemy_pool_exporter.instrumentation._ledger",
@@ -637,6 +1002,7 @@ PyInit__ledger(void)
     INTERN(str_leak_returned, "leak_returned");
     INTERN(str_report, "report");
     INTERN(str_checkin, "checkin");
+    INTERN(str_checkout, "checkout");
     INTERN(str_held, "held");
     INTERN(str_waiting, "waiting");
     INTERN(str_leaked, "leaked");
@@ -644,10 +1010,24 @@ PyInit__ledger(void)
     INTERN(str_use, "use");
     INTERN(str_bounds, "bounds");
     INTERN(str_counts, "counts");
+    PyObject *time_module = PyImport_ImportModule("time");
+    if (time_module == NULL) {
+        return NULL;
+    }
+    perf_counter = PyObject_GetAttrString(time_module, "perf_counter");
+    Py_DECREF(time_module);
+    if (perf_counter == NULL) {
+        return NULL;
+    }
+    INTERN(str_counter, "_counter");
+    INTERN(str_last, "last");
+    INTERN(str_locate, "locate");
+    INTERN(str_f_lasti, "f_lasti");
     if ((one = PyLong_FromLong(1)) == NULL) {
         return NULL;
     }
-    if (PyType_Ready(&LedgerType) < 0 || PyType_Ready(&CheckinType) < 0) {
+    if (PyType_Ready(&LedgerType) < 0 || PyType_Ready(&CheckinType) < 0 ||
+        PyType_Ready(&CheckoutType) < 0) {
         return NULL;
     }
     PyObject *m = PyModule_Create(&module);
@@ -656,8 +1036,10 @@ PyInit__ledger(void)
     }
     Py_INCREF(&LedgerType);
     Py_INCREF(&CheckinType);
+    Py_INCREF(&CheckoutType);
     if (PyModule_AddObject(m, "Ledger", (PyObject *)&LedgerType) < 0 ||
-        PyModule_AddObject(m, "Checkin", (PyObject *)&CheckinType) < 0) {
+        PyModule_AddObject(m, "Checkin", (PyObject *)&CheckinType) < 0 ||
+        PyModule_AddObject(m, "Checkout", (PyObject *)&CheckoutType) < 0) {
         Py_DECREF(m);
         return NULL;
     }

@@ -41,7 +41,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.pool import Pool, SingletonThreadPool
 
 from sqlalchemy_pool_exporter.instrumentation import compat, sites
-from sqlalchemy_pool_exporter.instrumentation.ledger import Checkin, Ledger
+from sqlalchemy_pool_exporter.instrumentation.ledger import Checkin, Checkout, Ledger
 from sqlalchemy_pool_exporter.instrumentation.stats import PoolStats
 from sqlalchemy_pool_exporter.logs import RateLimitedReporter
 
@@ -90,13 +90,20 @@ def _wrap_connect(
 ) -> None:
     original = pool.connect
     checkout, target = _checkout_call(pool)
+    capture_sites = stats.capture_sites
+    # Only SingletonThreadPool hands the same thread its checked-out proxy again.
+    reentrant = isinstance(pool, SingletonThreadPool)
+    if Checkout is not None:  # the compiled twin of connect() below
+        finder = sites.SiteFinder(wrapper_frames=0) if capture_sites else None
+        compiled = Checkout(
+            ledger, checkout, target, finder, _getframe, _wait_failed, reporter, reentrant
+        )
+        _install(pool, "connect", compiled, original, stats)
+        return
     # Few names from outside: each one is copied into the frame on every call.
     waiting = stats.waiting
     checked_out = ledger.checked_out
     finder = sites.SiteFinder()
-    capture_sites = stats.capture_sites
-    # Only SingletonThreadPool hands the same thread its checked-out proxy again.
-    reentrant = isinstance(pool, SingletonThreadPool)
 
     def connect() -> Any:
         # A pending caller is its start time in ``waiting`` (see PoolStats.waiting).

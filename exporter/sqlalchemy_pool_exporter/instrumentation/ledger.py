@@ -11,7 +11,9 @@ There are two implementations with the same behaviour, the same writes in the sa
 
 * ``_ledger``, compiled from ``_ledger.c`` when the package is built where a C compiler
   is available. It is the default: every step above is a few machine instructions there
-  instead of several interpreted ones, which is most of the exporter's cost per checkout;
+  instead of several interpreted ones, which is most of the exporter's cost per checkout.
+  It also provides the connect wrapper itself (``Checkout``), the compiled twin of the one
+  in acquire: no Python frame per checkout;
 * this module's :class:`PyLedger` and :func:`py_checkin`, used where the compiled module
   is missing, or everywhere when ``SQLALCHEMY_POOL_EXPORTER_PURE_PYTHON=1`` is set (the
   test suite runs both ways).
@@ -106,11 +108,13 @@ def py_checkin(
 
 Ledger: Any = PyLedger
 Checkin: Any = py_checkin
+#: The compiled connect wrapper, or None: acquire's Python one runs.
+Checkout: Any = None
 #: True when the compiled ledger runs.
 COMPILED = False
 if os.environ.get(PURE_PYTHON_ENV, "") in ("", "0"):
     try:
-        from sqlalchemy_pool_exporter.instrumentation._ledger import Checkin, Ledger
+        from sqlalchemy_pool_exporter.instrumentation._ledger import Checkin, Checkout, Ledger
     except ImportError:  # built without a C compiler: the same, in Python
         pass
     else:

@@ -109,29 +109,35 @@ class SiteFinder:
     code objects and offsets are.
     """
 
-    __slots__ = ("last", "recent", "verified")
+    __slots__ = ("last", "recent", "verified", "wrapper_frames")
 
-    def __init__(self) -> None:
+    def __init__(self, wrapper_frames: int = 1) -> None:
         # (1, None): look at the caller first (it matches nothing, so a walk follows).
         self.last: tuple[int, CodeType | None] = (1, None)
         self.recent: list[int] = []
         self.verified: dict[int, Known] = {}
+        # Frames between locate()'s caller and the app's call of pool.connect(): 1 for the
+        # Python connect wrapper, 0 for the compiled one, which has no frame. Depths are
+        # counted from the Python wrapper's frame either way.
+        self.wrapper_frames = wrapper_frames
 
     def locate(self) -> Site | tuple[None, int]:
         """Site of the checkout calling the connect wrapper that calls this, or (None, 0)."""
+        # 1: this method's own frame; 0 or 1: the connect wrapper's.
+        shift = self.wrapper_frames
         for depth in self.recent:
             try:
-                frame = _getframe(depth + 1)  # +1: this method's own frame
+                frame = _getframe(depth + shift)
             except ValueError:
                 continue
             known = self.verified.get(id(frame.f_code))
             if known is not None and known[0] == depth and known[1] is frame.f_code:
                 self.last = known
                 return known[1], frame.f_lasti
-        found = _walk(_getframe(2))  # 0: this method, 1: the connect wrapper, 2: its caller
+        found = _walk(_getframe(1 + shift))  # the app's call of pool.connect()
         if found is None:
             # async: the app's frames continue in the parent greenlet
-            return capture(3) or (None, 0)
+            return capture(2 + shift) or (None, 0)
         site, skipped = found
         known = (skipped + 1, site[0])
         # Shared by threads: only add, insert and truncate, which never raise mid-way.
