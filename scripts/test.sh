@@ -16,12 +16,26 @@ if [ "${1:-}" = "--unit" ]; then
     shift
 fi
 
+# The hot path's compiled ledger must have been built (the suite runs it, and the Python
+# twin again with SQLALCHEMY_POOL_EXPORTER_PURE_PYTHON=1).
+compiled_ledger_check() {
+    "${1:-.venv/bin/python}" -c 'from sqlalchemy_pool_exporter.instrumentation import ledger
+assert ledger.COMPILED, "the compiled ledger was not built: is a C compiler installed?"'
+}
+
 if [ -n "$UNIT_ONLY" ]; then
     if ! .venv/bin/python -c "import sqlalchemy_pool_exporter, pytest, hypothesis" 2>/dev/null; then
         if [ ! -x .venv/bin/python ]; then python3 -m venv .venv; fi
         .venv/bin/pip install -q --upgrade pip >/dev/null
         .venv/bin/pip install -q -e ".[test]" "sqlalchemy[asyncio]>=2.1,<2.2"
     fi
+    # The compiled ledger is built in place by the editable install: again when its source
+    # is newer than the module.
+    built=$(ls exporter/sqlalchemy_pool_exporter/instrumentation/_ledger.*.so 2>/dev/null | head -1)
+    if [ -z "$built" ] || [ exporter/sqlalchemy_pool_exporter/instrumentation/_ledger.c -nt "$built" ]; then
+        .venv/bin/pip install -q --no-deps -e .
+    fi
+    compiled_ledger_check
     echo "== ruff"; .venv/bin/ruff check exporter tests benchmarks
     .venv/bin/ruff format --check exporter tests benchmarks
     echo "== mypy"; .venv/bin/mypy
@@ -55,6 +69,7 @@ apt_install "${debs[@]}"
 if [ ! -x .venv/bin/python ]; then python3 -m venv .venv; fi
 .venv/bin/pip install -q --upgrade pip >/dev/null
 .venv/bin/pip install -q -e ".[test]" "sqlalchemy[asyncio]>=2.1,<2.2"
+compiled_ledger_check
 
 # >>> Deploy: kubectl (kustomize rendering), docker-compose (`config` only: no engine is
 # needed), node/npm (CRD schema check of deploy/kubernetes) and PostgreSQL from Debian
@@ -129,11 +144,17 @@ echo "== pytest (SQLAlchemy $(.venv/bin/python -c 'import sqlalchemy; print(sqla
 .venv/bin/pytest -q -p no:cacheprovider "$@" tests
 # SQLAlchemy's own engine, pool and asyncio tests, plain and with every engine instrumented.
 echo "== conformance (SQLAlchemy 2.1)"; .venv/bin/python scripts/conformance.py
+# The same unit suite and conformance run on the Python twin of the compiled ledger.
+echo "== pytest unit, Python ledger"
+SQLALCHEMY_POOL_EXPORTER_PURE_PYTHON=1 .venv/bin/pytest -q -p no:cacheprovider -m unit tests/unit
+echo "== conformance (SQLAlchemy 2.1), Python ledger"
+SQLALCHEMY_POOL_EXPORTER_PURE_PYTHON=1 .venv/bin/python scripts/conformance.py
 
 # SQLAlchemy 2.0: the unit suite again, in its own environment.
 if [ ! -x .venv-sa20/bin/python ]; then python3 -m venv .venv-sa20; fi
 .venv-sa20/bin/pip install -q --upgrade pip >/dev/null
 .venv-sa20/bin/pip install -q -e ".[test]" "sqlalchemy[asyncio]>=2.0,<2.1"
+compiled_ledger_check .venv-sa20/bin/python
 export PATH="$ROOT/.venv-sa20/bin:$PATH"
 echo "== pytest unit (SQLAlchemy $(.venv-sa20/bin/python -c 'import sqlalchemy; print(sqlalchemy.__version__)'))"
 .venv-sa20/bin/pytest -q -p no:cacheprovider tests/unit

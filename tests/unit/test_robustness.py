@@ -14,7 +14,7 @@ from prometheus_client import CollectorRegistry
 from sqlalchemy import Engine, create_engine, text
 
 import sqlalchemy_pool_exporter
-from sqlalchemy_pool_exporter.instrumentation import acquire, embedded, runtime
+from sqlalchemy_pool_exporter.instrumentation import embedded, runtime
 
 
 def test_bookkeeping_error_never_reaches_the_app(
@@ -33,7 +33,9 @@ def test_bookkeeping_error_never_reaches_the_app(
     assert registry.get_sample_value(errors, {"where": "checkout"}) == 3
     # The DBAPI connection opened for the first checkout was timed with it too.
     assert registry.get_sample_value(errors, {"where": "connect"}) == 1
-    logged = [r.getMessage() for r in caplog.records if "exporter error suppressed" in r.getMessage()]
+    logged = [
+        r.getMessage() for r in caplog.records if "exporter error suppressed" in r.getMessage()
+    ]
     # rate-limited: once a minute per place however often it happens
     assert [m.split("where=")[1].split()[0] for m in logged] == ["connect", "checkout"]
     assert all("bookkeeping failed" in m for m in logged)

@@ -172,9 +172,8 @@ clock_reading(Ledger *self)
 static int
 hist_init(Hist *h, PyObject *hist)
 {
-    h->bounds = PyObject_GetAttr(hist, str_bounds);
-    h->counts = PyObject_GetAttr(hist, str_counts);
-    if (h->bounds == NULL || h->counts == NULL) {
+    if ((h->bounds = PyObject_GetAttr(hist, str_bounds)) == NULL ||
+        (h->counts = PyObject_GetAttr(hist, str_counts)) == NULL) {
         return -1;
     }
     if (!PyTuple_CheckExact(h->bounds) || PyTuple_GET_SIZE(h->bounds) == 0 ||
@@ -292,10 +291,9 @@ Ledger_init(Ledger *self, PyObject *args, PyObject *kwds)
     self->clock = clock;
     double probe;
     self->native_clock = clock == perf_counter && native_seconds(&probe);
-    self->held = PyObject_GetAttr(stats, str_held);
-    self->waiting = PyObject_GetAttr(stats, str_waiting);
-    self->leaked = PyObject_GetAttr(stats, str_leaked);
-    if (self->held == NULL || self->waiting == NULL || self->leaked == NULL) {
+    if ((self->held = PyObject_GetAttr(stats, str_held)) == NULL ||
+        (self->waiting = PyObject_GetAttr(stats, str_waiting)) == NULL ||
+        (self->leaked = PyObject_GetAttr(stats, str_leaked)) == NULL) {
         return -1;
     }
     if (!PyDict_CheckExact(self->held) || !PyDict_CheckExact(self->leaked) ||
@@ -305,9 +303,8 @@ Ledger_init(Ledger *self, PyObject *args, PyObject *kwds)
         return -1;
     }
     int rc = -1;
-    wait = PyObject_GetAttr(stats, str_wait);
-    use = PyObject_GetAttr(stats, str_use);
-    if (wait != NULL && use != NULL && hist_init(&self->wait, wait) == 0 &&
+    if ((wait = PyObject_GetAttr(stats, str_wait)) != NULL &&
+        (use = PyObject_GetAttr(stats, str_use)) != NULL && hist_init(&self->wait, wait) == 0 &&
         hist_init(&self->use, use) == 0) {
         rc = 0;
     }

@@ -18,16 +18,19 @@ attributes of the current pool object):
   listener sets ``engine._has_events``, which puts every Connection of the app on
   SQLAlchemy's slower event-dispatching path.
 
-This is the hot path: closures keep what they need in locals and update the stats with
-single statements that are atomic under the GIL — no lock, which also means a finalizer
-that checks a connection in while another update runs on the same thread cannot
-deadlock. Where SQLAlchemy's method only forwards (``Pool.connect`` to
-``_ConnectionFairy._checkout``, ``Pool._return_conn`` to ``_do_return_conn``), the
-wrapper calls the target itself: one Python frame less per checkout and per checkin.
-A histogram observation finds its bucket with one comparison against the first bound
-(where a healthy pool's waits fall) and ``bisect_left`` otherwise. Every piece of
-bookkeeping is guarded: an error in the exporter is reported (rate-limited) and never
-reaches the app, whose own exceptions pass through untouched.
+This is the hot path. The connect wrapper times the checkout and finds its call site;
+what a checkout and a checkin write into the stats is the ledger's job
+(:mod:`~sqlalchemy_pool_exporter.instrumentation.ledger`). Where the package was built
+with a C compiler, the connect wrapper and the checkin wrapper are the compiled twins of
+the Python ones here (``_ledger.Checkout``, ``_ledger.Checkin``): the same steps in the
+same order, with no Python frame of their own. Either way no lock is taken — each update
+is atomic under the GIL — which also means a finalizer that checks a connection in while
+another update runs on the same thread cannot deadlock. Where SQLAlchemy's method only
+forwards (``Pool.connect`` to ``_ConnectionFairy._checkout``, ``Pool._return_conn`` to
+``_do_return_conn``), the wrapper calls the target itself: one frame less per checkout
+and per checkin. Every piece of bookkeeping is guarded: an error in the exporter is
+reported (rate-limited) and never reaches the app, whose own exceptions pass through
+untouched.
 """
 
 from __future__ import annotations
@@ -47,11 +50,6 @@ from sqlalchemy_pool_exporter.logs import RateLimitedReporter
 
 _MARK = "_pool_exporter_stats"
 _getframe = sys._getframe
-
-try:
-    from threading import get_ident
-except ImportError:  # pragma: no cover
-    from _thread import get_ident
 
 
 _RESTORE = "_pool_exporter_restore"
@@ -85,9 +83,7 @@ def _checkout_call(pool: Pool) -> tuple[Any, Any]:
     return method, pool
 
 
-def _wrap_connect(
-    pool: Pool, stats: PoolStats, ledger: Any, reporter: RateLimitedReporter
-) -> None:
+def _wrap_connect(pool: Pool, stats: PoolStats, ledger: Any, reporter: RateLimitedReporter) -> None:
     original = pool.connect
     checkout, target = _checkout_call(pool)
     capture_sites = stats.capture_sites
@@ -196,9 +192,7 @@ def _unwrapped(pool: Pool, attr: str) -> Any:
     return fn.__wrapped__ if getattr(fn, _MARK, None) is not None else fn
 
 
-def _wrap_return(
-    pool: Pool, stats: PoolStats, ledger: Any, reporter: RateLimitedReporter
-) -> None:
+def _wrap_return(pool: Pool, stats: PoolStats, ledger: Any, reporter: RateLimitedReporter) -> None:
     # Every end of a checkout hands its record to ``pool._do_return_conn``: checkin through
     # ``pool._return_conn``, detach directly.
     forward = _unwrapped(pool, compat.DO_RETURN_CONN)

@@ -29,7 +29,6 @@ import os
 from bisect import bisect_left
 from collections.abc import Callable
 from threading import get_ident
-from time import perf_counter
 from typing import Any
 
 from sqlalchemy_pool_exporter.instrumentation.stats import PoolStats
@@ -114,8 +113,9 @@ Checkout: Any = None
 COMPILED = False
 if os.environ.get(PURE_PYTHON_ENV, "") in ("", "0"):
     try:
-        from sqlalchemy_pool_exporter.instrumentation._ledger import Checkin, Checkout, Ledger
+        from sqlalchemy_pool_exporter.instrumentation import _ledger
     except ImportError:  # built without a C compiler: the same, in Python
         pass
     else:
+        Ledger, Checkin, Checkout = _ledger.Ledger, _ledger.Checkin, _ledger.Checkout
         COMPILED = True
