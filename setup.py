@@ -55,9 +55,11 @@ class BuildPyWithAssets(build_py):
             shutil.copyfile(ROOT / relative, destination)
 
 
+LEDGER_SOURCES = Path("exporter/sqlalchemy_pool_exporter/instrumentation/_ledger_c")
 LEDGER = Extension(
     "sqlalchemy_pool_exporter.instrumentation._ledger",
-    ["exporter/sqlalchemy_pool_exporter/instrumentation/_ledger.c"],
+    sorted(str(p.relative_to(ROOT)) for p in (ROOT / LEDGER_SOURCES).glob("*.c")),
+    depends=[str(LEDGER_SOURCES / "ledger.h")],
     optional=True,  # no compiler: install anyway, ledger.py does the same in Python
 )
 

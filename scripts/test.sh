@@ -32,7 +32,8 @@ if [ -n "$UNIT_ONLY" ]; then
     # The compiled ledger is built in place by the editable install: again when its source
     # is newer than the module.
     built=$(ls exporter/sqlalchemy_pool_exporter/instrumentation/_ledger.*.so 2>/dev/null | head -1)
-    if [ -z "$built" ] || [ exporter/sqlalchemy_pool_exporter/instrumentation/_ledger.c -nt "$built" ]; then
+    newer=$(find exporter/sqlalchemy_pool_exporter/instrumentation/_ledger_c -newer "${built:-/}" 2>/dev/null | head -1)
+    if [ -z "$built" ] || [ -n "$newer" ]; then
         .venv/bin/pip install -q --no-deps -e .
     fi
     compiled_ledger_check

@@ -1,4 +1,4 @@
-"""Types of the compiled ledger (``_ledger.c``); ``ledger.py`` documents the behaviour."""
+"""Types of the compiled ledger (``_ledger_c/``); ``ledger.py`` documents the behaviour."""
 
 from collections.abc import Callable
 from typing import Any

@@ -9,7 +9,7 @@ returning a proxy the app dropped, and clears a leak flag raised on it.
 
 There are two implementations with the same behaviour, the same writes in the same order:
 
-* ``_ledger``, compiled from ``_ledger.c`` when the package is built where a C compiler
+* ``_ledger``, compiled from ``_ledger_c/`` when the package is built where a C compiler
   is available. It is the default: every step above is a few machine instructions there
   instead of several interpreted ones, which is most of the exporter's cost per checkout.
   It also provides the connect wrapper itself (``Checkout``), the compiled twin of the one
