@@ -82,6 +82,9 @@ class Listener:
                 connection.transport.abort()
 
     def opened(self, connection: Connection) -> None:
+        # From here it counts as open, no longer as pending: counted as both for the
+        # moment until _connect resumes, it would refuse a connection below the cap.
+        self.pending -= 1
         self.connections[connection] = None
 
     def closed(self, connection: Connection) -> None:
@@ -109,12 +112,14 @@ class Listener:
             self.ctx.loop.create_task(self._connect(conn))
 
     async def _connect(self, conn: socket.socket) -> None:
+        connection = Connection(self)
         try:
-            await self.ctx.loop.connect_accepted_socket(lambda: Connection(self), conn)
+            await self.ctx.loop.connect_accepted_socket(lambda: connection, conn)
         except OSError:
             conn.close()
         finally:
-            self.pending -= 1
+            if connection.transport is None:  # never opened: still counted as pending
+                self.pending -= 1
 
     def _evict(self, count: int = 1, after: float = EVICTABLE_AFTER) -> int:
         """Close up to ``count`` of the oldest connections overdue by ``after`` seconds."""
