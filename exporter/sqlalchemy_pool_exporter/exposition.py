@@ -21,9 +21,11 @@ sharing them across scrapes safe. What a scrape of 100 pools costs is measured b
 from __future__ import annotations
 
 import math
+from collections import deque
 from collections.abc import Iterable, Sequence
 from functools import partial
-from itertools import repeat
+from itertools import compress, repeat
+from operator import ne
 from typing import Any
 
 from prometheus_client.core import (
@@ -67,14 +69,22 @@ _TAIL = (None,) * (len(Sample._fields) - 3)
 _NONES = [repeat(None)] * len(_TAIL)
 #: A Sample from a tuple of all its fields: what ``Sample(...)`` does, minus a Python frame.
 _SAMPLE = partial(tuple.__new__, Sample)
-#: Every series of the gauge and counter rows, flat: (row index, snapshot section, field,
-#: sample name, its own labels). Taken from the catalog once, not per pool and scrape.
+#: Every series of the gauge and counter rows, flat, gauges first: (row index, snapshot
+#: section, field, sample name, its own labels). Taken from the catalog once, not per
+#: pool and scrape; a family's series keep their catalog order.
 _SCALARS = tuple(
     (i, _SECTION[row.kind], field, row.exposed, dict(zip(row.labels, values, strict=True)))
+    for kind in ("gauge", "counter")
     for i, row in enumerate(POOL_METRICS)
-    if row.kind in ("gauge", "counter")
+    if row.kind == kind
     for values, field in row.fields
 )
+_ROWS = [row for row, *_ in _SCALARS]
+_NAMES = [name for _, _, _, name, _ in _SCALARS]
+_GAUGE_FIELDS = [field for _, section, field, _, _ in _SCALARS if section == "gauges"]
+_COUNTER_FIELDS = [field for _, section, field, _, _ in _SCALARS if section == "counters"]
+#: Stands for "no value yet": unequal to every value, None included.
+_UNSET = object()
 #: (row index, name, field) of each histogram row, and (row index, name) of the info row.
 _HISTOGRAMS = tuple(
     (i, row.name, row.fields[0][1]) for i, row in enumerate(POOL_METRICS) if row.kind == "histogram"
@@ -87,30 +97,47 @@ class PoolSeries:
 
     Its label dicts, which never change, and its last samples: a sample whose value
     (a histogram whose counts) did not move since the last scrape is served again as it
-    was — an idle pool costs one comparison per series.
+    was — an idle pool costs one comparison of its values and of each histogram.
     """
 
-    __slots__ = ("base", "buckets", "histograms", "info", "labels", "scalars")
+    __slots__ = ("base", "buckets", "histograms", "info", "labels", "present", "scalars", "values")
 
     def __init__(self, base: dict[str, str]) -> None:
         self.base = base
         self.labels = [{**base, **own} if own else base for *_, own in _SCALARS]
-        self.scalars: list[Sample | None] = [None] * len(_SCALARS)
+        # A Sample per series, None where the value is None; and the values they show.
+        self.scalars: list[Any] = [None] * len(_SCALARS)
+        self.values: list[Any] = [_UNSET] * len(_SCALARS)
+        self.present: list[bool] = [False] * len(_SCALARS)
         self.buckets: dict[tuple[float, ...], list[dict[str, str]]] = {}
         self.histograms: dict[int, tuple[Any, list[Sample]]] = {}  # row -> (values, samples)
         self.info: tuple[dict[str, str], Sample] | None = None
 
-    def add(self, snap: dict[str, Any], families: list[list[Sample]]) -> None:
-        """Append this pool's samples of ``snap`` to each family's sample list."""
-        last, labels = self.scalars, self.labels
-        for j, (row, section, field, name, _) in enumerate(_SCALARS):
-            value = snap[section].get(field)
-            if value is None:
-                continue  # no such limit for this pool class
-            sample = last[j]
-            if sample is None or sample[2] != value:
-                sample = last[j] = _SAMPLE((name, labels[j], float(value), *_TAIL))
-            families[row].append(sample)
+    def add(
+        self, snap: dict[str, Any], series: list[list[Sample]], families: list[list[Sample]]
+    ) -> None:
+        """Append this pool's samples of ``snap`` to each family's sample list.
+
+        ``series`` is each scalar series' family sample list, in :data:`_SCALARS` order.
+        The per-series work is done by C iterators: reading the values, finding those
+        that moved, appending; only a moved value costs Python code (a new sample).
+        """
+        values = [
+            *map(snap["gauges"].get, _GAUGE_FIELDS),
+            *map(snap["counters"].get, _COUNTER_FIELDS),
+        ]
+        if values != self.values:
+            samples, labels = self.scalars, self.labels
+            for j in compress(range(len(values)), map(ne, values, self.values)):
+                value = values[j]
+                # None: no such limit for this pool class, no sample
+                samples[j] = (
+                    None if value is None else _SAMPLE((_NAMES[j], labels[j], float(value), *_TAIL))
+                )
+            self.values = values
+            self.present = [sample is not None for sample in samples]
+        present = self.present
+        deque(map(list.append, compress(series, present), compress(self.scalars, present)), 0)
         for row, name, field in _HISTOGRAMS:
             families[row] += self.histogram(row, name, snap["histograms"][field])
         info = snap.get("info")
@@ -179,10 +206,11 @@ def pool_families(
     names = tuple(label_names)
     families = [family(row, names) for row in POOL_METRICS]
     samples = [fam.samples for fam in families]
+    series = [samples[row] for row in _ROWS]
     for values, snap in items:
         if cache is None:
             pool = PoolSeries(dict(zip(names, values, strict=True)))
         else:
             pool = cache.get(names, tuple(values))
-        pool.add(snap, samples)
+        pool.add(snap, series, samples)
     return families
